@@ -1,0 +1,76 @@
+"""The wire contract between the platform and its devices: MQTT topics, typed messages, one codec.
+
+No Django, no torch: the agent and the platform both import this package.
+"""
+
+from fleet_protocol.codec import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode,
+    decode_for_channel,
+    encode,
+    envelope,
+    peek_command_id,
+)
+from fleet_protocol.messages import (
+    AckState,
+    CameraTelemetry,
+    CommandAckBody,
+    CommandAckMessage,
+    CommandBody,
+    CommandMessage,
+    HardwareInfo,
+    Message,
+    ModelSlot,
+    PingCommand,
+    RuntimeTelemetry,
+    SetTelemetryIntervalCommand,
+    StatusBody,
+    StatusMessage,
+    TelemetryBody,
+    TelemetryMessage,
+)
+from fleet_protocol.topics import (
+    TOPIC_ROOT,
+    Channel,
+    device_subscription,
+    is_valid_device_id,
+    parse_topic,
+    subscription,
+    topic,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "TOPIC_ROOT",
+    "AckState",
+    "CameraTelemetry",
+    "Channel",
+    "CommandAckBody",
+    "CommandAckMessage",
+    "CommandBody",
+    "CommandMessage",
+    "HardwareInfo",
+    "Message",
+    "ModelSlot",
+    "PingCommand",
+    "ProtocolError",
+    "RuntimeTelemetry",
+    "SetTelemetryIntervalCommand",
+    "StatusBody",
+    "StatusMessage",
+    "TelemetryBody",
+    "TelemetryMessage",
+    "decode",
+    "decode_for_channel",
+    "device_subscription",
+    "encode",
+    "envelope",
+    "is_valid_device_id",
+    "parse_topic",
+    "peek_command_id",
+    "subscription",
+    "topic",
+]

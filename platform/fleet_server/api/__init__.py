@@ -1,0 +1,1 @@
+"""Shared REST API pieces (NetBox style): authentication, permissions, pagination, base viewsets, the router."""

@@ -1,0 +1,1 @@
+"""The platform's side of MQTT: the ingest of device messages and the transactional outbox of commands."""
