@@ -13,10 +13,12 @@ class SiteFilterSet(django_filters.FilterSet):
 
 
 class DeviceFilterSet(django_filters.FilterSet):
-    site = django_filters.CharFilter(field_name="site__slug", label="Site (slug)")
-    kind = django_filters.ChoiceFilter(choices=DeviceKind.choices)
+    site = django_filters.ModelChoiceFilter(
+        queryset=Site.objects.all(), to_field_name="slug", label="Park", empty_label="any park"
+    )
+    kind = django_filters.ChoiceFilter(choices=DeviceKind.choices, empty_label="any kind")
     tag = django_filters.CharFilter(field_name="tags__name", label="Tag", distinct=True)
-    online = django_filters.BooleanFilter()
+    online = django_filters.BooleanFilter(widget=django_filters.widgets.BooleanWidget(), label="Online (true/false)")
     q = django_filters.CharFilter(method="search", label="Search")
 
     class Meta:

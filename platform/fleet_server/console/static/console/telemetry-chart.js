@@ -32,6 +32,10 @@
       chart.data.datasets[0].data = series.cpu_percent;
       chart.data.datasets[1].data = series.memory_percent;
       chart.data.datasets[2].data = series.temperature_c;
+      // Many boxes have no temperature sensor: hide the axis instead of drawing an empty one.
+      const hasTemperature = series.temperature_c.some((v) => v !== null);
+      chart.data.datasets[2].hidden = !hasTemperature;
+      chart.options.scales.temp.display = hasTemperature;
       chart.update();
       canvas.dataset.points = String(series.t.length);
     } catch (err) {
