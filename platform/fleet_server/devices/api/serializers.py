@@ -40,13 +40,18 @@ class CameraSerializer(serializers.ModelSerializer):
         fields = ["camera_id", "name"]
 
 
+class TagNamesField(serializers.ListField):
+    """Tags as a list of names; writing unknown names creates them."""
+
+    child = serializers.SlugField(max_length=50)
+
+    def to_representation(self, value):
+        return [tag.name for tag in value.all()]
+
+
 class DeviceSerializer(serializers.ModelSerializer):
     site = serializers.SlugRelatedField(slug_field="slug", queryset=Site.objects.all())
-    tags = serializers.ListField(
-        child=serializers.SlugField(max_length=50),
-        required=False,
-        help_text="Tag names; unknown ones are created.",
-    )
+    tags = TagNamesField(required=False, help_text="Tag names; unknown ones are created.")
     cameras = CameraSerializer(many=True, read_only=True)
 
     class Meta:
@@ -81,11 +86,6 @@ class DeviceSerializer(serializers.ModelSerializer):
             "keepalive_s",
             "enrolled_at",
         ]
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["tags"] = [tag.name for tag in instance.tags.all()]
-        return data
 
     def update(self, instance, validated_data):
         tag_names = validated_data.pop("tags", None)
