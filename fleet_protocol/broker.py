@@ -37,12 +37,9 @@ class BrokerAddress:
             tls=parts.scheme in ("mqtts", "ssl"),
         )
 
-    def url(self, with_credentials: bool = False) -> str:
-        scheme = "mqtts" if self.tls else "mqtt"
-        login = ""
-        if with_credentials and self.username:
-            login = self.username + (f":{self.password}" if self.password else "") + "@"
-        return f"{scheme}://{login}{self.host}:{self.port}"
+    def url(self) -> str:
+        """The address without credentials: safe to log and to hand to devices."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def configure(self, client) -> None:
         """Apply credentials and TLS to a paho client."""

@@ -1,4 +1,5 @@
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,19 +34,29 @@ def pytest_runtest_makereport(item, call):
 
 def database_url() -> str:
     """The test database as a URL, for child processes (pytest-django renamed it to test_...)."""
-    from django.conf import settings
+    from django.db import connection
 
-    db = settings.DATABASES["default"]
+    db = connection.settings_dict
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
-def platform_env(transactional_db):
+def share_group() -> str:
+    # A group of our own: a stale persistent session left on a shared broker by someone else's
+    # ingest in the default group would otherwise take its share of our messages.
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def platform_env(transactional_db, share_group):
     """Environment for platform processes (ingest, Celery) started by a test, on the test database."""
     env = {
         **os.environ,
+        "MQTT_SHARED_GROUP": share_group,
+        # The platform's real settings module, not the test one (which pins the database name).
+        "DJANGO_SETTINGS_MODULE": "fleet_server.settings",
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"],
         "MQTT_URL": os.environ["MQTT_URL"],
@@ -62,3 +73,20 @@ def manage(*args: str) -> list[str]:
 
 def edge_agent(state_dir: Path, *args: str) -> list[str]:
     return [str(BIN / "edge-agent"), "--state-dir", str(state_dir), *args]
+
+
+def forget_mqtt_session(url: str, client_id: str) -> None:
+    """Drop a persistent session from the broker (connect once with a clean session)."""
+    import paho.mqtt.client as mqtt
+
+    from fleet_protocol.broker import BrokerAddress
+
+    address = BrokerAddress.from_url(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    try:
+        client.connect(address.host, address.port)
+        client.loop_start()
+        client.disconnect()
+        client.loop_stop()
+    except OSError:
+        pass

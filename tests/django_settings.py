@@ -12,7 +12,7 @@ os.environ["MQTT_URL"] = os.environ.get("TEST_MQTT_URL", "mqtt://127.0.0.1:1883"
 os.environ["DEBUG"] = "1"
 os.environ.pop("SECRET_KEY", None)
 
-from fleet_server.settings import *  # noqa: E402, F403
+from fleet_server.settings import *  # noqa: F403
 
 # Hashing speed is not what these tests are about.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

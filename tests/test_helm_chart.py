@@ -258,9 +258,8 @@ def test_configmap_and_secret_set_only_settings_the_platform_reads():
 
 def test_chart_sets_every_expected_setting_in_the_right_place():
     names = chart_settings()
-    assert EXPECTED_SETTINGS <= names["config"] | names["secret"], EXPECTED_SETTINGS - (
-        names["config"] | names["secret"]
-    )
+    missing = EXPECTED_SETTINGS - (names["config"] | names["secret"])
+    assert not missing, f"the chart does not set {sorted(missing)}"
     assert names["secret"] == SECRET_SETTINGS
     assert not names["config"] & SECRET_SETTINGS, "credentials belong in the Secret, not the ConfigMap"
     assert re.search(r'^DEBUG:\s*"0"\s*$', define_body("smartpark-fleet.configData"), re.MULTILINE)

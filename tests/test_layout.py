@@ -15,9 +15,7 @@ def test_platform_folder_is_not_a_package():
 
 
 def test_no_top_level_package_shadows_the_stdlib():
-    names = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()} | {
-        p.stem for p in REPO.glob("*.py")
-    }
+    names = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()} | {p.stem for p in REPO.glob("*.py")}
     assert set(TOP_LEVEL_PACKAGES) <= names
     assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
 

@@ -138,7 +138,8 @@ SESSION_COOKIE_SECURE = get_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = get_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = get_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = get_bool("SECURE_HSTS_PRELOAD", False)
+# The header only makes the site eligible; submitting it to the preload list stays a human decision.
+SECURE_HSTS_PRELOAD = get_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 # Health probes from Kubernetes come over plain HTTP inside the cluster.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 X_FRAME_OPTIONS = "DENY"

@@ -27,7 +27,7 @@ def test_a_command_is_acknowledged_received_then_done(tmp_path):
 
 def test_a_redelivered_command_runs_once_and_repeats_its_outcome(tmp_path):
     calls = []
-    runner, acks = _runner(tmp_path)
+    runner, _ = _runner(tmp_path)
     runner.register(fp.PingCommand, lambda command: calls.append(command) or "pong")
     runner.handle(_ping())
     # given: the agent restarts, with the remembered ids on disk

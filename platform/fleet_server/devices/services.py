@@ -18,9 +18,11 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 import fleet_protocol as fp
+from fleet_protocol.broker import BrokerAddress
 from fleet_server.devices.models import (
     FINAL_COMMAND_STATES,
     Camera,
@@ -33,6 +35,7 @@ from fleet_server.devices.models import (
     TelemetrySample,
 )
 from fleet_server.mqtt_bridge import outbox
+from fleet_server.mqtt_bridge.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +174,12 @@ def enroll_device(request: EnrollmentRequest) -> Enrollment:
         claim.device = device
         claim.save(update_fields=["used_at", "device"])
     logger.info("device %s (%s) enrolled at %s", device.pk, device.kind, claim.site)
+    # Devices log in with their own credentials; the platform's own login (when MQTT_PUBLIC_URL falls
+    # back to MQTT_URL) must never travel to them.
+    public_broker = BrokerAddress.from_url(settings.MQTT_PUBLIC_URL).url()
     return Enrollment(
         device=device,
-        mqtt_url=settings.MQTT_PUBLIC_URL,
+        mqtt_url=public_broker,
         mqtt_username=device.mqtt_username,
         mqtt_password=password,
     )
@@ -386,11 +392,13 @@ def redeliver_pending_commands(device_ids) -> int:
     """
     if not device_ids:
         return 0
+    # A command whose message still waits in the outbox will go out anyway.
+    waiting_in_outbox = OutboxMessage.objects.filter(correlation_id=OuterRef("pk"), published_at__isnull=True)
     pending = Command.objects.filter(
         device_id__in=device_ids,
         state__in=[CommandState.QUEUED, CommandState.SENT],
         expires_at__gt=timezone.now(),
-    )
+    ).exclude(Exists(waiting_in_outbox))
     count = 0
     for command in pending:
         _enqueue(command, _command_message(command))

@@ -114,7 +114,11 @@ def test_operators_queue_commands_through_the_outbox(operator_client, viewer_cli
 
 @pytest.mark.parametrize(
     "body",
-    [{"name": "format_disk"}, {"name": "set_telemetry_interval", "args": {"interval_s": 0}}, {"name": "ping", "args": {"x": 1}}],
+    [
+        {"name": "format_disk"},
+        {"name": "set_telemetry_interval", "args": {"interval_s": 0}},
+        {"name": "ping", "args": {"x": 1}},
+    ],
 )
 def test_invalid_commands_are_refused_and_queue_nothing(operator_client, fleet, body):
     response = operator_client.post(f"/api/v1/devices/{fleet['gate'].pk}/commands/", body, format="json")

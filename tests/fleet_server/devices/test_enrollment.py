@@ -114,3 +114,13 @@ def test_two_devices_racing_for_one_token_enroll_exactly_one(site):
 
     assert sorted(results) == [201, 410]
     assert Device.objects.count() == 1
+
+
+def test_devices_never_receive_the_platforms_own_broker_login(site, settings):
+    settings.MQTT_PUBLIC_URL = "mqtts://platform:s3cret@broker.example.com:8883"
+    _, token = create_claim_token(site)
+
+    answer = APIClient().post(ENROLL, _request(token), format="json").json()
+
+    assert answer["mqtt"]["url"] == "mqtts://broker.example.com:8883"
+    assert "s3cret" not in str(answer)

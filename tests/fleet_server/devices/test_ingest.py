@@ -124,6 +124,7 @@ def test_a_device_cannot_ack_another_devices_command(site, device, command):
 
 def test_coming_online_redelivers_commands_the_device_has_not_received(device, command):
     Command.objects.filter(pk=command.pk).update(state=CommandState.SENT)
+    OutboxMessage.objects.update(published_at=timezone.now())
     before = OutboxMessage.objects.count()
 
     counts = ingest_device_messages([_msg(device, _online())])
@@ -133,3 +134,8 @@ def test_coming_online_redelivers_commands_the_device_has_not_received(device, c
     message = fp.decode(bytes(OutboxMessage.objects.order_by("-id").first().payload))
     assert message.body.command_id == str(command.pk)
 
+
+def test_a_command_still_waiting_in_the_outbox_is_not_queued_twice(device, command):
+    counts = ingest_device_messages([_msg(device, _online())])
+    assert counts["redelivered"] == 0
+    assert OutboxMessage.objects.filter(correlation_id=command.pk).count() == 1
