@@ -10,23 +10,17 @@ from fleet_server.devices.models import Command, CommandState, Device
 from fleet_server.devices.services import send_command
 from fleet_server.mqtt_bridge.models import OutboxMessage
 from tests.conftest import edge_agent, forget_mqtt_session, manage
-from tests.helpers import BIN, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 @pytest.fixture
-def stack(mosquitto, processes, platform_env, share_group, tmp_path):
+def stack(mosquitto, processes, platform_env, share_group, celery_worker_process):
     """Ingest and a Celery worker (with beat) against a private broker the test can stop."""
-    env = {**platform_env, "MQTT_URL": mosquitto.url, "OUTBOX_POLL_S": "1", "OUTBOX_RETRY_MAX_S": "1"}
+    env = {**platform_env, "MQTT_URL": mosquitto.url}
     processes.start("ingest", manage("mqtt_ingest", "--client-id", f"ingest-{share_group}"), env)
-    processes.start(
-        "worker",
-        [str(BIN / "celery"), "--workdir", "platform", "-A", "fleet_server", "worker", "--beat", "--loglevel",
-         "INFO", "--concurrency", "1", "--schedule", str(tmp_path / "beat-schedule"), "--without-mingle",
-         "--without-gossip"],
-        env,
-    )  # fmt: skip
+    celery_worker_process(MQTT_URL=mosquitto.url)
     yield env
     processes.stop_all()
     forget_mqtt_session(mosquitto.url, f"ingest-{share_group}")
@@ -59,7 +53,7 @@ def test_a_command_saved_while_the_broker_is_down_is_delivered_when_it_returns(
 
     # then: the command is published, run by the agent and its answer recorded
     wait_until(
-        lambda: Command.objects.get(pk=command.pk).state == CommandState.DONE, timeout=40, message="the ack"
+        lambda: Command.objects.get(pk=command.pk).state == CommandState.DONE, timeout=60, message="the ack"
     )  # fmt: skip
     assert Command.objects.get(pk=command.pk).reason == "pong"
     assert OutboxMessage.objects.filter(correlation_id=command.pk, published_at__isnull=False).exists()

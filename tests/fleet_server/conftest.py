@@ -51,7 +51,7 @@ def device(site):
 
 def _user_with_role(username: str, role: str) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username)
-    user.groups.add(Group.objects.get(name=role))
+    user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 

@@ -8,7 +8,8 @@ from tests.helpers import REPO
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS")}
+    ignored = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    clean = {k: v for k, v in os.environ.items() if k not in ignored}
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), *args],
         cwd=REPO, env={**clean, "DJANGO_SETTINGS_MODULE": "fleet_server.settings", **env},

@@ -53,7 +53,8 @@ class MqttIngest:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # A handful of ingest workers, not a fleet: retry soon so presence and acks resume quickly.
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
 
     # --- paho callbacks (network thread) ---
 
