@@ -1,5 +1,6 @@
 """Helpers shared by the integration and end-to-end tests: ports, waiting, brokers, child processes."""
 
+import getpass
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_config: str = ""
+    allow_anonymous: bool = True
     process: subprocess.Popen | None = None
 
     @property
@@ -48,7 +50,9 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "mosquitto.conf"
         config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{self.extra_config}\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(self.allow_anonymous).lower()}\n"
+            # Started as root, Mosquitto would switch to its own user and lose access to our 0600 files.
+            f"persistence false\nuser {getpass.getuser()}\n{self.extra_config}\n"
         )
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)

@@ -19,10 +19,14 @@ from fleet_server.devices.models import ClaimToken, Device, Site
 
 
 class SiteViewSet(TenantScopedModelViewSet):
-    queryset = Site.objects.select_related("tenant").annotate(
-        device_count=Count("devices", distinct=True),
-        online_count=Count("devices", filter=Q(devices__online=True), distinct=True),
-    )
+    queryset = (
+        Site.objects.select_related("tenant")
+        .annotate(
+            device_count=Count("devices", distinct=True),
+            online_count=Count("devices", filter=Q(devices__online=True), distinct=True),
+        )
+        .order_by("name")
+    )  # Meta.ordering does not apply to GROUP BY queries
     serializer_class = serializers.SiteSerializer
     filterset_class = SiteFilterSet
     lookup_field = "slug"

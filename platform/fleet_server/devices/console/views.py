@@ -115,9 +115,13 @@ class SiteListView(ViewerRequiredMixin, ListView):
     context_object_name = "sites"
 
     def get_queryset(self):
-        return Site.objects.select_related("tenant").annotate(
-            device_count=Count("devices", distinct=True),
-            online_count=Count("devices", filter=Q(devices__online=True), distinct=True),
+        return (
+            Site.objects.select_related("tenant")
+            .annotate(
+                device_count=Count("devices", distinct=True),
+                online_count=Count("devices", filter=Q(devices__online=True), distinct=True),
+            )
+            .order_by("name")
         )
 
 
