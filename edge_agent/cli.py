@@ -105,13 +105,19 @@ def _cmd_enroll(args, state_dir: Path) -> int:
     return 0
 
 
+def _load_identity(state_dir: Path) -> DeviceIdentity | None:
+    try:
+        return DeviceIdentity.load(state_dir)
+    except NotEnrolled as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
 def _cmd_run(args, state_dir: Path) -> int:
     from edge_agent.agent import Agent
 
-    try:
-        identity = DeviceIdentity.load(state_dir)
-    except NotEnrolled as exc:
-        print(exc, file=sys.stderr)
+    identity = _load_identity(state_dir)
+    if identity is None:
         return 2
     agent = Agent(
         identity,
@@ -140,10 +146,8 @@ def _cmd_status(args, state_dir: Path) -> int:
     from edge_agent.agent import RUNTIME_FILE
     from edge_agent.files import read_json
 
-    try:
-        identity = DeviceIdentity.load(state_dir)
-    except NotEnrolled as exc:
-        print(exc, file=sys.stderr)
+    identity = _load_identity(state_dir)
+    if identity is None:
         return 2
     runtime = read_json(state_dir / RUNTIME_FILE, default={}) or {}
     running = bool(runtime.get("pid")) and "stopped_at" not in runtime and _pid_alive(runtime["pid"])

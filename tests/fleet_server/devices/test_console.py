@@ -1,26 +1,11 @@
 """Server-rendered console pages: access by role, live partials for htmx, enrollment tokens, commands."""
 
-import pytest
 from django.test import Client
 
 from fleet_server.devices.models import ClaimToken, Command
 from tests.fleet_server.conftest import make_device
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def operator_browser(operator):
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
-def viewer_browser(viewer):
-    client = Client()
-    client.force_login(viewer)
-    return client
 
 
 def test_pages_need_a_login(db):
@@ -36,12 +21,12 @@ def test_login_page_logs_in(operator):
     assert client.get("/fleet/").status_code == 200
 
 
-def test_fleet_page_lists_devices_and_polls_its_table(viewer_browser, site):
+def test_fleet_page_lists_devices_and_polls_its_table(viewer_client, site):
     make_device(site, "gate", online=True)
     make_device(site, "lot")
 
-    page = viewer_browser.get("/fleet/").content.decode()
-    partial = viewer_browser.get("/fleet/?online=true", **HTMX).content.decode()
+    page = viewer_client.get("/fleet/").content.decode()
+    partial = viewer_client.get("/fleet/?online=true", **HTMX).content.decode()
 
     assert "<html" in page and 'hx-trigger="every 3s"' in page
     assert "gate" in page and "lot" in page
@@ -50,49 +35,49 @@ def test_fleet_page_lists_devices_and_polls_its_table(viewer_browser, site):
     assert 'hx-get="/fleet/?online=true"' in partial
 
 
-def test_device_page_shows_status_chart_and_commands(viewer_browser, device):
-    page = viewer_browser.get(f"/devices/{device.pk}/").content.decode()
+def test_device_page_shows_status_chart_and_commands(viewer_client, device):
+    page = viewer_client.get(f"/devices/{device.pk}/").content.decode()
     assert "telemetry-chart" in page and "Commands" in page
-    status = viewer_browser.get(f"/devices/{device.pk}/?part=status", **HTMX).content.decode()
+    status = viewer_client.get(f"/devices/{device.pk}/?part=status", **HTMX).content.decode()
     assert "<html" not in status and "offline" in status
-    series = viewer_browser.get(f"/devices/{device.pk}/telemetry.json").json()
+    series = viewer_client.get(f"/devices/{device.pk}/telemetry.json").json()
     assert set(series) == {"t", "cpu_percent", "memory_percent", "temperature_c"}
 
 
-def test_viewers_cannot_create_claim_tokens_or_send_commands(viewer_browser, site, device):
-    assert viewer_browser.get("/enroll/").status_code == 403
-    response = viewer_browser.post(f"/devices/{device.pk}/commands/", {"name": "ping"}, **HTMX)
+def test_viewers_cannot_create_claim_tokens_or_send_commands(viewer_client, site, device):
+    assert viewer_client.get("/enroll/").status_code == 403
+    response = viewer_client.post(f"/devices/{device.pk}/commands/", {"name": "ping"}, **HTMX)
     assert response.status_code == 422
     assert "only operators" in response.content.decode()
     assert Command.objects.count() == 0
 
 
-def test_operators_create_a_claim_token_and_see_it_once(operator_browser, site):
-    response = operator_browser.post("/enroll/", {"site": site.pk, "hours": 4, "note": "van 3"})
+def test_operators_create_a_claim_token_and_see_it_once(operator_client, site):
+    response = operator_client.post("/enroll/", {"site": site.pk, "hours": 4, "note": "van 3"})
     page = response.content.decode()
     claim = ClaimToken.objects.get()
     assert "edge-agent enroll --server http://testserver --token" in page
     assert claim.note == "van 3"
-    again = operator_browser.get("/enroll/").content.decode()
+    again = operator_client.get("/enroll/").content.decode()
     token = page.split('data-testid="claim-token">')[1].split("<")[0]
     assert token not in again
 
 
-def test_operators_send_commands_and_bad_ones_explain_why(operator_browser, device):
-    ok = operator_browser.post(f"/devices/{device.pk}/commands/", {"name": "ping"}, **HTMX)
+def test_operators_send_commands_and_bad_ones_explain_why(operator_client, device):
+    ok = operator_client.post(f"/devices/{device.pk}/commands/", {"name": "ping"}, **HTMX)
     assert ok.status_code == 200 and "Queued" in ok.content.decode()
-    bad = operator_browser.post(f"/devices/{device.pk}/commands/", {"name": "set_telemetry_interval"}, **HTMX)
+    bad = operator_client.post(f"/devices/{device.pk}/commands/", {"name": "set_telemetry_interval"}, **HTMX)
     assert bad.status_code == 422
     assert "give the new interval" in bad.content.decode()
     assert Command.objects.count() == 1
 
 
-def test_operators_create_parks_with_a_valid_time_zone(operator_browser, tenant):
-    bad = operator_browser.post(
+def test_operators_create_parks_with_a_valid_time_zone(operator_client, tenant):
+    bad = operator_client.post(
         "/parks/new/", {"tenant": tenant.pk, "name": "West", "slug": "west", "time_zone": "Nowhere/Land"}
     )
     assert bad.status_code == 200 and "is not an IANA time zone" in bad.content.decode()
-    good = operator_browser.post(
+    good = operator_client.post(
         "/parks/new/", {"tenant": tenant.pk, "name": "West", "slug": "west", "time_zone": "Asia/Shanghai"}
     )
     assert good.status_code == 302

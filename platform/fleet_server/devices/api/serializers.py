@@ -73,19 +73,8 @@ class DeviceSerializer(serializers.ModelSerializer):
             "keepalive_s",
             "enrolled_at",
         ]
-        read_only_fields = [
-            "id",
-            "kind",
-            "online",
-            "last_seen_at",
-            "status_changed_at",
-            "agent_version",
-            "runtimes",
-            "hardware_info",
-            "telemetry_interval_s",
-            "keepalive_s",
-            "enrolled_at",
-        ]
+        # All but what an operator edits is the device's own report.
+        read_only_fields = [name for name in fields if name not in ("name", "site", "tags")]
 
     def update(self, instance, validated_data):
         tag_names = validated_data.pop("tags", None)
