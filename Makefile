@@ -43,4 +43,4 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) var .demo .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

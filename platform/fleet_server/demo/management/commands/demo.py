@@ -63,15 +63,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, telemetry_interval: float, **options):
         root = Path(settings.REPO_ROOT)
-        demo_dir = root / ".demo"
+        demo_dir = Path(settings.DATA_DIR) / "demo"
         bin_dir = Path(sys.executable).parent
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEBUG": os.environ.get("DEBUG", "1")}
         supervisor = Supervisor(log_dir=demo_dir / "logs", env=env, cwd=root)
+        # Set both explicitly: a shell that starts us in the background leaves SIGINT ignored.
         signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
         try:
             self._start(supervisor, env, root, demo_dir, bin_dir, port, telemetry_interval)
             self._watch(supervisor)
-        except (KeyboardInterrupt, _Stop):
+        except _Stop:
             self.say("\nstopping: agents first (they say 'offline'), then the platform…")
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
