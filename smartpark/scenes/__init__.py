@@ -50,12 +50,22 @@ def heldout_seed(index: int) -> int:
 
 
 def random_view(rng: np.random.Generator, condition: str) -> tuple[ParkLayout, Camera, SceneRenderer]:
-    """A park, a camera looking at part of it, its lighting, and its static occluders."""
-    layout = random_layout(rng)
-    tx, ty = layout.target()
-    spread = (layout.lot_x1 - layout.lot_x0) / 4
-    target = (tx + float(rng.uniform(-spread, spread)), ty + float(rng.uniform(-3.0, 3.0)))
-    camera = random_camera(rng, FRAME_WIDTH, FRAME_HEIGHT, target)
+    """A park, a camera looking at part of it, its lighting, and its static occluders.
+
+    Two views in three are close-ups of part of a lot from varied heights and angles; one in three
+    is the high, wide view of a whole small lot that the scripted sequences use.
+    """
+    from smartpark.scenes.sequences import _sequence_camera
+
+    if rng.random() < 0.35:
+        layout = random_layout(rng, spaces_per_row=(4, 7))
+        camera = _sequence_camera(rng, layout, FRAME_WIDTH, FRAME_HEIGHT)
+    else:
+        layout = random_layout(rng)
+        tx, ty = layout.target()
+        spread = (layout.lot_x1 - layout.lot_x0) / 4
+        target = (tx + float(rng.uniform(-spread, spread)), ty + float(rng.uniform(-3.0, 3.0)))
+        camera = random_camera(rng, FRAME_WIDTH, FRAME_HEIGHT, target)
     trees, poles = _random_static(rng, layout)
     renderer = SceneRenderer(
         layout, camera, random_lighting(rng, condition), trees=trees, poles=poles,
@@ -92,7 +102,7 @@ def _random_static(rng: np.random.Generator, layout: ParkLayout) -> tuple[list[T
 
 def _walkable_point(rng: np.random.Generator, layout: ParkLayout) -> tuple[float, float]:
     area = int(rng.choice(6, p=[0.3, 0.2, 0.15, 0.12, 0.13, 0.1]))
-    rect = [layout.aisle, layout.sidewalk, layout.fire_lane, layout.restricted, layout.near_row, layout.duty_post][area]
+    rect = [layout.aisle, layout.sidewalk, layout.road, layout.restricted, layout.near_row, layout.duty_post][area]
     return float(rng.uniform(rect[0], rect[2])), float(rng.uniform(rect[1], rect[3]))
 
 
@@ -108,7 +118,7 @@ def random_objects(
             y = (y0 + y1) / 2 + float(rng.normal(0, 0.15))
             vehicles.append(Vehicle.random(rng, x, y, heading))
     for _ in range(int(rng.integers(0, 4))):
-        lane = layout.aisle if rng.random() < 0.65 else layout.fire_lane
+        lane = layout.aisle if rng.random() < 0.65 else layout.road
         x = float(rng.uniform(lane[0] + 2, lane[2] - 2))
         y = (lane[1] + lane[3]) / 2 + float(rng.normal(0, 0.4))
         vehicles.append(Vehicle.random(rng, x, y, float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.08))))

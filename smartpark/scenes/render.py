@@ -139,7 +139,7 @@ class SceneRenderer:
         asphalt = float(rng.uniform(70, 115))
         tone = (asphalt, asphalt * float(rng.uniform(0.97, 1.02)), asphalt * float(rng.uniform(0.98, 1.06)))
         x0, x1 = layout.lot_x0, layout.lot_x1
-        self._ground(img, (x0 - 30, layout.fire_lane[1], x1 + 10, layout.far_row[3] + 2.5), tone)
+        self._ground(img, (x0 - 30, layout.road[1], x1 + 10, layout.far_row[3] + 2.5), tone)
         self._ground(img, (x0 - 30, layout.aisle[1], x1 + 10, layout.aisle[3]), tone)
         self._ground(img, layout.sidewalk, (150, 148, 140))
         # Painted fire lane: red or yellow with white hatching.

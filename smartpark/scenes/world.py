@@ -26,6 +26,7 @@ class ParkLayout:
     space_depth: float
     spaces_per_row: int
     sidewalk: Rect
+    road: Rect  # the driving lane along the near row; part of it is the fire lane
     fire_lane: Rect
     near_row: Rect
     aisle: Rect
@@ -60,28 +61,35 @@ class ParkLayout:
         return (self.lot_x0 + self.lot_x1) / 2, self.aisle_y()
 
 
-def random_layout(rng: np.random.Generator) -> ParkLayout:
+def random_layout(rng: np.random.Generator, spaces_per_row: tuple[int, int] = (5, 10)) -> ParkLayout:
     width = float(rng.uniform(2.4, 2.8))
     depth = float(rng.uniform(4.8, 5.4))
-    count = int(rng.integers(7, 12))
+    count = int(rng.integers(*spaces_per_row))
     x0 = -count * width / 2
     x1 = x0 + count * width
     lane = float(rng.uniform(3.0, 4.0))
     aisle = float(rng.uniform(6.0, 7.5))
     sidewalk = (x0 - 9, -2.5, x1 + 8, 0.0)
-    fire_lane = (x0 - 1, 0.0, x1 + 1, lane)
+    # The painted fire lane is a stretch of the road along the near row, in front of an entrance.
+    lane_length = float(rng.uniform(9.0, 13.0))
+    lane_start = float(rng.uniform(x0, max(x0, x1 - lane_length)))
+    road = (x0 - 9, 0.0, x1 + 8, lane)
+    fire_lane = (lane_start, 0.0, lane_start + lane_length, lane)
     near_row = (x0, lane + 0.8, x1, lane + 0.8 + depth)
     aisle_rect = (x0 - 9, near_row[3], x1 + 8, near_row[3] + aisle)
     far_row = (x0, aisle_rect[3], x1, aisle_rect[3] + depth)
-    restricted = (x1 + 1.0, aisle_rect[3] + 0.5, x1 + float(rng.uniform(5.0, 7.0)), far_row[3] + 1.5)
-    duty_post = (x0 - 7.5, -2.5, x0 - 3.5, 1.0)
-    booth = (x0 - 7.3, -2.3, x0 - 5.8, -0.8)
+    # A fenced-off area past the right end of the far row (a loading dock, a green) is out of bounds for people.
+    restricted = (x1 + 1.0, far_row[1] - 1.0, x1 + float(rng.uniform(5.0, 6.5)), far_row[3])
+    # The guard's post is by the entrance, at the left end of the near row.
+    duty_post = (x0 - 6.5, near_row[1], x0 - 2.5, near_row[3])
+    booth = (x0 - 6.3, near_row[1] + 0.2, x0 - 4.8, near_row[1] + 1.7)
     white = rng.random() < 0.75
     return ParkLayout(
         space_width=width,
         space_depth=depth,
         spaces_per_row=count,
         sidewalk=sidewalk,
+        road=road,
         fire_lane=fire_lane,
         near_row=near_row,
         aisle=aisle_rect,

@@ -1,0 +1,286 @@
+"""Train the smart-park detector on synthetic parking-lot frames rendered on the fly.
+
+    python -m smartpark.train [--steps N] [--minutes M] [--batch-size B] [--out PATH]
+
+Every training frame is new (seeds below `smartpark.scenes.HELDOUT_SEED_BASE`), so there is no
+epoch and no overfitting to watch; the run is seeded and follows a fixed seed schedule. The
+defaults are what produced the shipped checkpoint, smartpark/checkpoints/detector.pt; its
+companion detector.json records how.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from smartpark.decode import OUTPUT_STRIDE, encode_targets
+from smartpark.detector import DEFAULT_CHECKPOINT, CenterNetDetector, DetectorConfig, count_macs, save_checkpoint
+
+# Seeds of training frames: seed * SEEDS_PER_RUN + index, all far below the held-out seeds.
+SEEDS_PER_RUN = 10_000_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    steps: int = 12_000
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    # CenterNet weights the regression terms against the focal loss; log-size is O(1), so no 0.1 here.
+    size_weight: float = 1.0
+    offset_weight: float = 1.0
+    # bfloat16 autocast runs the convolutions ~1.6x faster on CPUs with AVX512-BF16; weights stay fp32.
+    bf16: bool = True
+    minutes: float = 55.0  # wall budget for the whole run; steps are cut (and the schedule with them) to fit
+    threads: int = 1
+    workers: int = 1
+    log_every: int = 100
+
+
+class SceneTargets(Dataset):
+    """Frame `index` of a run: rendered from its own seed, flipped or not by that seed, encoded as targets."""
+
+    def __init__(self, seed: int, length: int, image_size: tuple[int, int] | None = None):
+        self.seed_base = seed * SEEDS_PER_RUN
+        self.length = length
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from smartpark.scenes import HELDOUT_SEED_BASE, render_training_sample
+
+        seed = self.seed_base + index
+        if seed >= HELDOUT_SEED_BASE:
+            raise ValueError(f"training seed {seed} would reach the held-out scenes; use a smaller --seed")
+        sample = render_training_sample(seed)
+        image, boxes = sample.image, np.asarray(sample.boxes, np.float32).reshape(-1, 4)
+        if np.random.default_rng(seed).random() < 0.5:
+            width = image.shape[1]
+            image = image[:, ::-1]
+            boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+        height, width = image.shape[:2]
+        targets = encode_targets(
+            boxes, sample.labels, sample.ignore, (height // OUTPUT_STRIDE, width // OUTPUT_STRIDE)
+        )
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # uint8: 4x less to pickle
+            **{name: torch.from_numpy(value) for name, value in asdict(targets).items()},
+        }
+
+
+def centernet_loss(
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    size_weight: float = 1.0,
+    offset_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """CenterNet's penalty-reduced focal loss on the heatmap plus L1 on log-size and offset at centres."""
+    heatmap_logits, log_size, center_offset = (output.float() for output in outputs)
+    heatmap, weight = targets["heatmap"], targets["heatmap_weight"]
+    positive = (heatmap >= 1.0).float()
+    # log-sigmoid instead of log(sigmoid): no clamping, no NaN for confident logits.
+    log_p, log_not_p = F.logsigmoid(heatmap_logits), F.logsigmoid(-heatmap_logits)
+    p = log_p.exp()
+    positive_loss = -(log_p * (1 - p) ** 2 * positive).sum()
+    negative_loss = -(log_not_p * p**2 * (1 - heatmap) ** 4 * (1 - positive) * weight).sum()
+    num_positive = positive.sum().clamp(min=1.0)
+    focal = (positive_loss + negative_loss) / num_positive
+
+    mask = targets["box_mask"].unsqueeze(1)
+    num_boxes = mask.sum().clamp(min=1.0)
+    size = (F.l1_loss(log_size, targets["log_size"], reduction="none") * mask).sum() / num_boxes
+    offset = (F.l1_loss(center_offset, targets["center_offset"], reduction="none") * mask).sum() / num_boxes
+    total = focal + size_weight * size + offset_weight * offset
+    return total, {"focal": focal.item(), "size": size.item(), "offset": offset.item()}
+
+
+def _warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _single_threaded_worker(_worker_id: int) -> None:
+    # The main process owns the cores for the convolutions; the renderer must not spawn a thread pool too.
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _to_training_input(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def train(
+    config: TrainConfig,
+    detector_config: DetectorConfig | None = None,
+    out: Path | str | None = DEFAULT_CHECKPOINT,
+    dataset: Dataset | None = None,
+    log=print,
+) -> tuple[CenterNetDetector, dict]:
+    """Train a detector; write it to `out` (unless None) with a JSON record beside it. Returns (model, record)."""
+    started = time.time()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    model = CenterNetDetector(detector_config).to(memory_format=torch.channels_last)
+    model.train()
+    dataset = dataset if dataset is not None else SceneTargets(config.seed, config.steps * config.batch_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,  # the order is the seed schedule
+        num_workers=config.workers,
+        worker_init_fn=_single_threaded_worker if config.workers else None,
+        persistent_workers=config.workers > 0,
+        prefetch_factor=4 if config.workers else None,
+        drop_last=True,
+    )
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    total_steps = config.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _warmup_cosine(step, config.warmup_steps, total_steps)
+    )
+    budget_s = config.minutes * 60
+    # Measure speed once the loader is warm, then shrink the run if it cannot finish in the budget.
+    calibrate_at = min(config.warmup_steps, 50, max(1, total_steps // 4))
+    calibration_start = None
+    running: dict[str, float] = {}
+    losses: list[float] = []
+    log_start, log_step = time.time(), 0
+    step = 0
+    for step, batch in enumerate(loader):
+        if step >= total_steps:
+            break
+        if step == 5:
+            calibration_start = time.time()
+        if step == calibrate_at and calibration_start is not None:
+            seconds_per_step = (time.time() - calibration_start) / (step - 5)
+            affordable = int((budget_s - (time.time() - started) - 30) / seconds_per_step) + step
+            if affordable < total_steps:
+                log(f"at {seconds_per_step:.2f} s/step only {affordable} of {total_steps} steps fit in {config.minutes} min")
+                total_steps = affordable
+        images = _to_training_input(batch.pop("image"))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            outputs = model(images)
+        loss, parts = centernet_loss(outputs, batch, config.size_weight, config.offset_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+        losses.append(loss.item())
+        for name, value in {"loss": loss.item(), **parts}.items():
+            running[name] = running.get(name, 0.0) + value
+        if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+            now = time.time()
+            count = step + 1 - log_step
+            images_per_s = count * config.batch_size / (now - log_start)
+            eta = (total_steps - step - 1) * config.batch_size / images_per_s
+            averages = " ".join(f"{name} {value / count:.4f}" for name, value in running.items())
+            log(
+                f"step {step + 1}/{total_steps} {averages} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"{images_per_s:.1f} img/s eta {eta / 60:.1f} min"
+            )
+            running, log_start, log_step = {}, now, step + 1
+        if time.time() - started > budget_s:
+            log(f"stopping at step {step + 1}: the {config.minutes} min budget is spent")
+            break
+    steps_run = min(step + 1, total_steps)
+    model.eval()
+    record = {
+        "seed": config.seed,
+        "steps": steps_run,
+        "steps_requested": config.steps,
+        "images_seen": steps_run * config.batch_size,
+        "training_seeds": [dataset.seed_base, dataset.seed_base + steps_run * config.batch_size]
+        if isinstance(dataset, SceneTargets)
+        else None,
+        "wall_time_s": round(time.time() - started, 1),
+        "final_loss": round(float(np.mean(losses[-config.log_every :])), 4) if losses else None,
+        "train_config": asdict(config),
+        "architecture": {
+            **asdict(model.config),
+            "macs_320x240": count_macs(model, (1, 3, 240, 320)),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "command": " ".join(shlex.quote(arg) for arg in ["python", "-m", "smartpark.train", *sys.argv[1:]]),
+    }
+    if out is not None:
+        out = Path(out)
+        save_checkpoint(model, out, metadata=record)
+        json_path = out.with_suffix(".json")
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(json_path)
+        log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {json_path}")
+    return model, record
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall budget for the whole run")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="data-rendering processes")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads of the main process")
+    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 (slower on CPUs with AVX512-BF16)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        minutes=args.minutes,
+        threads=args.threads,
+        workers=args.workers,
+        bf16=not args.no_bf16,
+    )
+    train(config, out=args.out, log=lambda line: print(line, flush=True))
+
+
+if __name__ == "__main__":
+    main()
