@@ -177,10 +177,11 @@ def validate_zone(raw: dict, width: int, height: int) -> Zone:
         raise GeometryError(f"{where}: point {outside[0]} lies outside the {width}x{height} frame")
     if len(set(polygon)) != len(polygon):
         raise GeometryError(f"{where}: the polygon repeats a point")
-    if abs(polygon_area(polygon)) < MIN_ZONE_AREA_PX:
-        raise GeometryError(f"{where}: the polygon is degenerate (area below {MIN_ZONE_AREA_PX:g} px²)")
+    # Self-intersection first: a bow-tie's signed area cancels out and would read as "degenerate".
     if not is_simple_polygon(polygon):
         raise GeometryError(f"{where}: the polygon intersects itself; draw its points in order around the zone")
+    if abs(polygon_area(polygon)) < MIN_ZONE_AREA_PX:
+        raise GeometryError(f"{where}: the polygon is degenerate (area below {MIN_ZONE_AREA_PX:g} px²)")
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise GeometryError(f"{where}: params must be an object")

@@ -326,9 +326,11 @@ class _Script:
     def wanderer(self) -> None:
         layout = self.layout
         y = layout.aisle_y() + self.uniform(-2.5, 2.5)
-        x0 = self.uniform(layout.lot_x0 + 2, layout.lot_x1 - 8)
+        # Strolls along the aisle inside the lot, away from the entry line and the restricted area.
+        x0 = self.uniform(layout.lot_x0 + 1, layout.lot_x1 - 1)
+        x1 = self.uniform(layout.lot_x0 + 1, layout.lot_x1 - 1)
         path = Path([(self.uniform(0, self.duration / 2), x0, y)])
-        path.go(x0 + self.uniform(4, 8), y + self.uniform(-1, 1), self.uniform(*WALK_SPEED))
+        path.go(x1, y + self.uniform(-1, 1), self.uniform(*WALK_SPEED) * 0.7)
         self.person(path, role="wander", vanish=path.end())
 
     def person(self, path: Path, role: str, vanish: float = math.inf, guard: bool = False) -> Actor:
