@@ -31,9 +31,7 @@ def _match_key(event: Event) -> tuple:
     return (event.camera, rule, event.zone, *detail)
 
 
-def match_events(
-    predicted: list[Event], truth: list[Event], tolerance_s: float
-) -> list[tuple[Event, Event]]:
+def match_events(predicted: list[Event], truth: list[Event], tolerance_s: float) -> list[tuple[Event, Event]]:
     """One-to-one (predicted, truth) pairs with the same key and starts within tolerance_s, closest first."""
     truth_by_key: dict[tuple, list[int]] = {}
     for j, event in enumerate(truth):

@@ -33,7 +33,7 @@ class RuleConfigError(ValueError):
 
 def footprint(box: Sequence[float], label: int, vehicle_lift: float = DEFAULT_VEHICLE_LIFT) -> Point:
     """Where an object stands: bottom-centre of its box, raised by `vehicle_lift` box heights for vehicles."""
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = box
     lift = vehicle_lift * (y2 - y1) if label == VEHICLE else 0.0
     return (x1 + x2) / 2, y2 - lift
 
@@ -81,6 +81,20 @@ def _duty_hours(owner: Zone) -> tuple[tuple[int, int], ...]:
 # --- shared machinery -----------------------------------------------------------------------------------------
 
 
+class BoundedZone:
+    """A zone behind its bounding box, which rules out most footprints without the polygon test."""
+
+    def __init__(self, zone: Zone):
+        xs, ys = zip(*zone.polygon, strict=True)
+        self.zone = zone
+        self.bounds = (min(xs), min(ys), max(xs), max(ys))
+
+    def contains(self, point: Point) -> bool:
+        x, y = point
+        x1, y1, x2, y2 = self.bounds
+        return x1 <= x <= x2 and y1 <= y <= y2 and self.zone.contains(point)
+
+
 class Hysteresis:
     """A debounced condition: turns on after being true for `on_s`, off after being false for `off_s`.
 
@@ -91,18 +105,18 @@ class Hysteresis:
         self.on_s = on_s
         self.off_s = off_s
         self.active = False
-        self._run_start: float | None = None
+        self.changing_since: float | None = None  # start of a run against the current state, if any
 
     def update(self, t: float, condition: bool) -> float | None:
         if condition == self.active:
-            self._run_start = None
+            self.changing_since = None
             return None
-        if self._run_start is None:
-            self._run_start = t
-        if t - self._run_start < (self.off_s if self.active else self.on_s):
+        if self.changing_since is None:
+            self.changing_since = t
+        if t - self.changing_since < (self.off_s if self.active else self.on_s):
             return None
         self.active = condition
-        began, self._run_start = self._run_start, None
+        began, self.changing_since = self.changing_since, None
         return began
 
 
@@ -121,8 +135,16 @@ class SceneRule(ABC):
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]: ...
 
     def finish(self, t: float) -> list[Event]:
-        """Close the events still open when the sequence ends."""
-        return [self._end(key, t) for key in list(self._open)]
+        """Close the events still open when the sequence ends: at t, or when their ending had begun."""
+        events = []
+        for key in list(self._open):
+            ending_since = self._ending_since(key)
+            events.append(self._end(key, t if ending_since is None else ending_since))
+        return events
+
+    def _ending_since(self, key: object) -> float | None:
+        """When what will end the open event `key` began (leaving, moving, coming back), if it has."""
+        return None
 
     def _footprint(self, box: Sequence[float], label: int) -> Point:
         return footprint(box, label, self.vehicle_lift)
@@ -137,7 +159,6 @@ class SceneRule(ABC):
 
     def _end(self, key: object, end: float) -> Event:
         event = self._open.pop(key)
-        end = max(end, event.start)
         return replace(event, end=end, attributes={**event.attributes, "duration": end - event.start})
 
 
@@ -163,9 +184,12 @@ class TrackRule(SceneRule, Generic[State]):
     @abstractmethod
     def _observe(self, track: Track, state: State, sample: TrackSample) -> list[Event]: ...
 
-    def _track_lost(self, track_id: int, state: State) -> list[Event]:
-        """The track died: what was going on ends when it was last seen."""
-        return [self._end(track_id, self._last_seen[track_id])] if track_id in self._open else []
+    def _track_lost(self, track_id: int) -> list[Event]:
+        """The track died: its open event ends when its ending had begun, or else when it was last seen."""
+        if track_id not in self._open:
+            return []
+        ending_since = self._ending_since(track_id)
+        return [self._end(track_id, self._last_seen[track_id] if ending_since is None else ending_since)]
 
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]:
         events: list[Event] = []
@@ -185,8 +209,8 @@ class TrackRule(SceneRule, Generic[State]):
                 events += self._observe(track, state, sample)
             self._last_seen[track.track_id] = track.last_seen
         for track_id in self._states.keys() - alive:
-            events += self._track_lost(track_id, self._states.pop(track_id))
-            del self._last_seen[track_id]
+            events += self._track_lost(track_id)
+            del self._states[track_id], self._last_seen[track_id]
         return events
 
 
@@ -206,7 +230,7 @@ class OccupancyRule(SceneRule):
 
     def __init__(self, camera: str, zone: Zone, vehicle_lift: float = DEFAULT_VEHICLE_LIFT):
         super().__init__(camera, zone, vehicle_lift)
-        self.zone = zone
+        self.area = BoundedZone(zone)
         self.on_s = _number(zone, "on_s", 3.0)
         self.off_s = _number(zone, "off_s", 5.0)
         self.occupied = False
@@ -215,7 +239,7 @@ class OccupancyRule(SceneRule):
         self._empty_since: float | None = None
 
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]:
-        inside = [tr for tr in tracks if tr.label == VEHICLE and self.zone.contains(self._footprint(tr.box, VEHICLE))]
+        inside = [tr for tr in tracks if tr.label == VEHICLE and self.area.contains(self._footprint(tr.box, VEHICLE))]
         self._inside_since = {
             tr.track_id: self._inside_since[tr.track_id] if tr.track_id in self._inside_since else self._entered_at(tr)
             for tr in inside
@@ -243,7 +267,7 @@ class OccupancyRule(SceneRule):
         """Start of the track's trailing run of samples inside the space (its first sighting if parked)."""
         entered = track.last_seen
         for sample in reversed(track.history):
-            if not self.zone.contains(self._footprint(sample.box, VEHICLE)):
+            if not self.area.contains(self._footprint(sample.box, VEHICLE)):
                 break
             entered = sample.t
         return entered
@@ -259,7 +283,7 @@ class DwellRule(TrackRule[Hysteresis]):
 
     def __init__(self, camera: str, zone: Zone, vehicle_lift: float = DEFAULT_VEHICLE_LIFT):
         super().__init__(camera, zone, vehicle_lift, _labels(zone, self.default_labels))
-        self.zone = zone
+        self.area = BoundedZone(zone)
         self.dwell_s = _number(zone, self.dwell_param, self.dwell_default)
         self.exit_s = _number(zone, "exit_s", 2.0)
 
@@ -267,13 +291,16 @@ class DwellRule(TrackRule[Hysteresis]):
         return Hysteresis(on_s=self.dwell_s, off_s=self.exit_s)
 
     def _observe(self, track: Track, state: Hysteresis, sample: TrackSample) -> list[Event]:
-        inside = self.zone.contains(self._footprint(sample.box, track.label))
+        inside = self.area.contains(self._footprint(sample.box, track.label))
         began = state.update(sample.t, inside)
         if began is None:
             return []
         if state.active:
             return [self._start(track.track_id, began, track.mean_score(began), track_id=track.track_id)]
         return [self._end(track.track_id, began)]
+
+    def _ending_since(self, key: object) -> float | None:
+        return self._states[key].changing_since
 
 
 class FireLaneRule(DwellRule):
@@ -374,9 +401,9 @@ class LineCountRule(TrackRule[_LineState]):
         attributes = {"direction": crossing.direction, "label": crossing.label, "track_id": track_id}
         return [self._event(crossing.t, crossing.confidence, **attributes)]
 
-    def _track_lost(self, track_id: int, state: _LineState) -> list[Event]:
+    def _track_lost(self, track_id: int) -> list[Event]:
         # A track that crossed clearly and then vanished (left the frame) before settle_s still counts.
-        return self._count(track_id, state)
+        return self._count(track_id, self._states[track_id])
 
     def finish(self, t: float) -> list[Event]:
         return [event for track_id, state in self._states.items() for event in self._count(track_id, state)]
@@ -401,7 +428,7 @@ class OffDutyRule(SceneRule):
         clock_start: datetime | None = None,
     ):
         super().__init__(camera, zone, vehicle_lift)
-        self.zone = zone
+        self.area = BoundedZone(zone)
         self.clock_start = clock_start
         self.duty_hours = _duty_hours(zone)
         self._empty = Hysteresis(on_s=_number(zone, "empty_s", 30.0), off_s=_number(zone, "return_s", 2.0))
@@ -414,11 +441,14 @@ class OffDutyRule(SceneRule):
         return any(begin <= now < end if begin < end else now >= begin or now < end for begin, end in self.duty_hours)
 
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]:
-        staffed = any(tr.label == PERSON and self.zone.contains(self._footprint(tr.box, PERSON)) for tr in tracks)
+        staffed = any(tr.label == PERSON and self.area.contains(self._footprint(tr.box, PERSON)) for tr in tracks)
         began = self._empty.update(t, self.on_duty(t) and not staffed)
         if began is None:
             return []
-        return [self._start(self.zone.name, began)] if self._empty.active else [self._end(self.zone.name, began)]
+        return [self._start(self.target.name, began)] if self._empty.active else [self._end(self.target.name, began)]
+
+    def _ending_since(self, key: object) -> float | None:
+        return self._empty.changing_since
 
 
 class _Stillness:
@@ -480,7 +510,7 @@ class InactivityRule(TrackRule[_Stillness]):
 
     def __init__(self, camera: str, zone: Zone, vehicle_lift: float = DEFAULT_VEHICLE_LIFT):
         super().__init__(camera, zone, vehicle_lift, frozenset({PERSON}))
-        self.zone = zone
+        self.area = BoundedZone(zone)
         self.still_s = _number(zone, "still_s", 30.0)
         self.still_frac = _number(zone, "still_frac", 0.1, positive=True)
         self.move_s = _number(zone, "move_s", 1.0)
@@ -488,6 +518,9 @@ class InactivityRule(TrackRule[_Stillness]):
 
     def _new_state(self) -> _Stillness:
         return _Stillness()
+
+    def _ending_since(self, key: object) -> float | None:
+        return self._states[key].moving_since
 
     def _observe(self, track: Track, state: _Stillness, sample: TrackSample) -> list[Event]:
         state.recent.append(sample)
@@ -497,7 +530,7 @@ class InactivityRule(TrackRule[_Stillness]):
         x1, y1, x2, y2 = np.mean([s.box for s in state.recent], axis=0)
         centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
         limit = self.still_frac * (y2 - y1)
-        inside = self.zone.contains(self._footprint((x1, y1, x2, y2), PERSON))
+        inside = self.area.contains(self._footprint((x1, y1, x2, y2), PERSON))
 
         if track.track_id in self._open:
             if inside and state.fits(centre, limit):
@@ -508,8 +541,9 @@ class InactivityRule(TrackRule[_Stillness]):
                 state.moving_since = t
             if t - state.moving_since < self.move_s:
                 return []
+            ended_at, state.moving_since = state.moving_since, None
             state.clear()
-            return [self._end(track.track_id, state.moving_since)]
+            return [self._end(track.track_id, ended_at)]
 
         if not inside:
             state.clear()
@@ -517,7 +551,6 @@ class InactivityRule(TrackRule[_Stillness]):
         state.push(t, centre, limit)
         if t - state.since < self.still_s:
             return []
-        state.moving_since = None
         start = state.since
         return [self._start(track.track_id, start, track.mean_score(start), track_id=track.track_id)]
 

@@ -1,13 +1,13 @@
-"""Multi-object tracking in numpy: follows detections from frame to frame so rules can reason about one object.
+"""Multi-object tracking: follows detections from frame to frame so the rules can reason about one object.
 
-ByteTrack-style association per class by IoU against each track's constant-velocity Kalman prediction:
-high-score detections first, then low-score ones only to keep confirmed tracks alive. Track birth needs
-`min_hits` consecutive matches; death comes `max_age` seconds after the last match, in seconds rather than
-frames because camera frame rates vary.
+ByteTrack-style association per class by IoU against each track's Kalman prediction: high-score
+detections first, then low-score ones only to keep confirmed tracks alive. Boxes are widened by a buffer
+before the IoU (C-BIoU), so a person walking at 5 fps, who moves half a box width between frames, or a
+car pulling away still overlaps its prediction. Birth needs `min_hits` consecutive matches; death comes
+`max_age` seconds after the last match, in seconds rather than frames because camera frame rates vary.
 """
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +27,12 @@ class TrackerParams:
     low_score: float = 0.1  # detections in [low_score, high_score) only keep confirmed tracks alive
     match_iou: float = 0.3  # least IoU between a high-score detection and a track's predicted box
     low_match_iou: float = 0.5  # stricter for low-score detections, which are more often false
+    match_buffer: float = 0.3  # boxes grow by this fraction of their size on each side before the IoU
     min_hits: int = 3  # consecutive matches before a track is confirmed and reported
     max_age: float = 1.5  # seconds a confirmed track lives on unmatched (occlusion, missed detections)
     history_s: float = 60.0  # seconds of (t, box, score) samples each track keeps for the rules
     accel_std: float = 1.0  # Kalman process noise: unexpected acceleration, in box heights per s²
+    size_change_std: float = 0.2  # Kalman process noise: random change of box size, box heights per √s
     measurement_std: float = 0.05  # Kalman measurement noise: detector box error, in box heights
 
     def __post_init__(self):
@@ -41,9 +43,16 @@ class TrackerParams:
                 raise ValueError(f"{name} is an IoU in (0, 1], got {getattr(self, name)}")
         if self.min_hits < 1:
             raise ValueError(f"min_hits counts frames and must be at least 1, got {self.min_hits}")
-        for name in ("max_age", "history_s", "accel_std", "measurement_std"):
+        if self.match_buffer < 0:
+            raise ValueError(
+                f"match_buffer is a fraction of the box size and cannot be negative, got {self.match_buffer}"
+            )
+        for name in ("max_age", "history_s", "accel_std", "size_change_std", "measurement_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+Box = tuple[float, float, float, float]  # x1 y1 x2 y2 in pixels
 
 
 @dataclass(frozen=True)
@@ -51,68 +60,102 @@ class TrackSample:
     """One matched observation of a track: the detection's own box (not the filtered one) and score."""
 
     t: float
-    box: tuple[float, float, float, float]  # x1 y1 x2 y2 in pixels
+    box: Box
     score: float
 
 
-class BoxFilter:
-    """Constant-velocity Kalman filter on a box's centre x, centre y, width and height.
+class AxisFilter:
+    """Kalman filter of one box coordinate: its value and its velocity, in closed form on floats.
 
-    The four axes are independent (block-diagonal model), so each is a two-state filter written out in
-    closed form on arrays of four; noise scales with the box height so near and far objects behave alike.
+    A coordinate given no velocity variance and no acceleration noise keeps a velocity of zero and follows
+    a random walk driven by its drift noise instead.
     """
 
-    def __init__(self, box: np.ndarray, accel_std: float, measurement_std: float):
-        self.accel_std = accel_std
-        self.measurement_std = measurement_std
-        self.position = _box_to_cxcywh(box)
-        self.velocity = np.zeros(4)
-        height = self._height()
-        self.var_position = np.full(4, (measurement_std * height) ** 2)
-        self.cov_position_velocity = np.zeros(4)
-        self.var_velocity = np.full(4, (INITIAL_SPEED_STD * height) ** 2)
+    __slots__ = ("cov", "value", "var_value", "var_velocity", "velocity")
+
+    def __init__(self, value: float, var_value: float, var_velocity: float):
+        self.value = value
+        self.velocity = 0.0
+        self.var_value = var_value
+        self.cov = 0.0
+        self.var_velocity = var_velocity
+
+    def predict(self, dt: float, accel_var: float, drift_var: float) -> None:
+        # White-noise acceleration, Q = a [[dt³/3, dt²/2], [dt²/2, dt]], plus a random walk of the value.
+        self.value += self.velocity * dt
+        self.var_value += 2 * dt * self.cov + dt * dt * self.var_velocity + accel_var * dt**3 / 3 + drift_var * dt
+        self.cov += dt * self.var_velocity + accel_var * dt * dt / 2
+        self.var_velocity += accel_var * dt
+
+    def update(self, measured: float, noise_var: float) -> None:
+        innovation_var = self.var_value + noise_var
+        gain_value, gain_velocity = self.var_value / innovation_var, self.cov / innovation_var
+        innovation = measured - self.value
+        self.value += gain_value * innovation
+        self.velocity += gain_velocity * innovation
+        self.var_velocity -= gain_velocity * self.cov
+        self.cov *= 1 - gain_value
+        self.var_value *= 1 - gain_value
+
+
+class BoxFilter:
+    """Kalman filter of a box: its centre moves at a constant velocity, its size follows a random walk.
+
+    A size trend estimated from detector jitter and extrapolated over an occlusion gap would shrink or
+    bloat the predicted box until nothing matches it, hence no velocity for the size. The four coordinates
+    are independent; their noise scales with the box height, so near and far objects behave alike.
+    """
+
+    def __init__(self, box: Box, params: TrackerParams):
+        self.params = params
+        x1, y1, x2, y2 = box
+        height = max(y2 - y1, 1.0)
+        var_measured = (params.measurement_std * height) ** 2
+        var_speed = (INITIAL_SPEED_STD * height) ** 2
+        self.centre = (
+            AxisFilter((x1 + x2) / 2, var_measured, var_speed),
+            AxisFilter((y1 + y2) / 2, var_measured, var_speed),
+        )
+        self.size = (AxisFilter(x2 - x1, var_measured, 0.0), AxisFilter(y2 - y1, var_measured, 0.0))
 
     def _height(self) -> float:
-        return max(float(self.position[3]), 1.0)
+        return max(self.size[1].value, 1.0)
 
     def predict(self, dt: float) -> None:
         if dt <= 0:
             return
-        # White-noise acceleration: Q = q [[dt³/3, dt²/2], [dt²/2, dt]] per axis.
-        q = (self.accel_std * self._height()) ** 2
-        self.position = self.position + self.velocity * dt
-        self.var_position = (
-            self.var_position + 2 * dt * self.cov_position_velocity + dt * dt * self.var_velocity + q * dt**3 / 3
-        )
-        self.cov_position_velocity = self.cov_position_velocity + dt * self.var_velocity + q * dt**2 / 2
-        self.var_velocity = self.var_velocity + q * dt
-        self.position[2:] = np.maximum(self.position[2:], 1.0)
+        accel_var = (self.params.accel_std * self._height()) ** 2
+        drift_var = (self.params.size_change_std * self._height()) ** 2
+        for axis in self.centre:
+            axis.predict(dt, accel_var, 0.0)
+        for axis in self.size:
+            axis.predict(dt, 0.0, drift_var)
+            axis.value = max(axis.value, 1.0)
 
-    def update(self, box: np.ndarray) -> None:
-        innovation = _box_to_cxcywh(box) - self.position
-        innovation_var = self.var_position + (self.measurement_std * self._height()) ** 2
-        gain_position = self.var_position / innovation_var
-        gain_velocity = self.cov_position_velocity / innovation_var
-        self.position = self.position + gain_position * innovation
-        self.velocity = self.velocity + gain_velocity * innovation
-        self.var_velocity = self.var_velocity - gain_velocity * self.cov_position_velocity
-        self.cov_position_velocity = (1 - gain_position) * self.cov_position_velocity
-        self.var_position = (1 - gain_position) * self.var_position
+    def update(self, box: Box) -> None:
+        noise_var = (self.params.measurement_std * self._height()) ** 2
+        x1, y1, x2, y2 = box
+        for axis, measured in zip(
+            (*self.centre, *self.size), ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), strict=True
+        ):
+            axis.update(measured, noise_var)
 
     @property
-    def box(self) -> np.ndarray:
-        cx, cy, w, h = self.position
-        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    def box(self) -> Box:
+        cx, cy = (axis.value for axis in self.centre)
+        w, h = (axis.value for axis in self.size)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
 class Track:
     """One object followed over time.
 
     `box` is where the object is believed to be now: the matched detection's box, or the filter's
-    prediction while the track is unmatched (`matched` is False) during an occlusion gap.
+    prediction while the track is unmatched (`matched` is False) during an occlusion gap. Boxes are tuples
+    of floats, which the rules unpack many times a frame.
     """
 
-    def __init__(self, track_id: int, label: int, t: float, box: np.ndarray, score: float, params: TrackerParams):
+    def __init__(self, track_id: int, label: int, t: float, box: Box, score: float, params: TrackerParams):
         self.track_id = track_id
         self.label = label
         self.hits = 0
@@ -122,10 +165,10 @@ class Track:
         self.matched = True
         self.history: deque[TrackSample] = deque()
         self._params = params
-        self._filter = BoxFilter(box, params.accel_std, params.measurement_std)
+        self._filter = BoxFilter(box, params)
         self._predicted_at = t
         self.box = box
-        self._record(t, box, score)
+        self._record(t, score)
 
     def predict(self, t: float) -> None:
         self._filter.predict(t - self._predicted_at)
@@ -133,22 +176,22 @@ class Track:
         self.box = self._filter.box
         self.matched = False
 
-    def match(self, t: float, box: np.ndarray, score: float) -> None:
+    def match(self, t: float, box: Box, score: float) -> None:
         self._filter.update(box)
         self.box = box
         self.last_seen = t
         self.matched = True
-        self._record(t, box, score)
+        self._record(t, score)
 
-    def _record(self, t: float, box: np.ndarray, score: float) -> None:
+    def _record(self, t: float, score: float) -> None:
         self.hits += 1
         self.confirmed = self.confirmed or self.hits >= self._params.min_hits
-        self.history.append(TrackSample(t, tuple(float(v) for v in box), float(score)))
+        self.history.append(TrackSample(t, self.box, float(score)))
         while self.history[0].t < t - self._params.history_s:
             self.history.popleft()
 
     @property
-    def predicted_box(self) -> np.ndarray:
+    def predicted_box(self) -> Box:
         return self._filter.box
 
     def mean_score(self, since: float) -> float:
@@ -191,8 +234,9 @@ class Tracker:
 
         self.tracks = [track for track in self.tracks if self._alive(track, t)]
         for i in unmatched_high:
+            box = tuple(detections.boxes[i].tolist())
             self.tracks.append(
-                Track(self._next_id, int(detections.labels[i]), t, detections.boxes[i], detections.scores[i], params)
+                Track(self._next_id, int(detections.labels[i]), t, box, float(detections.scores[i]), params)
             )
             self._next_id += 1
         return [track for track in self.tracks if track.confirmed]
@@ -203,11 +247,12 @@ class Tracker:
         """Match tracks to the detections at `indexes`; return the tracks and detection indexes left over."""
         if not tracks or not indexes:
             return tracks, indexes
-        predicted = np.array([track.predicted_box for track in tracks])
-        pairs = greedy_match(iou_matrix(predicted, detections.boxes[indexes]), min_iou)
+        predicted = buffered(np.array([track.predicted_box for track in tracks]), self.params.match_buffer)
+        observed = buffered(detections.boxes[indexes], self.params.match_buffer)
+        pairs = greedy_match(iou_matrix(predicted, observed), min_iou)
         for row, col in pairs:
             i = indexes[col]
-            tracks[row].match(t, detections.boxes[i].astype(float), float(detections.scores[i]))
+            tracks[row].match(t, tuple(detections.boxes[i].tolist()), float(detections.scores[i]))
         used_rows = {row for row, _ in pairs}
         used_cols = {col for _, col in pairs}
         return (
@@ -237,6 +282,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
+def buffered(boxes: np.ndarray, fraction: float) -> np.ndarray:
+    """Boxes (N, 4) grown by `fraction` of their width and height on every side."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    margin = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1) * fraction
+    return boxes + margin * np.array([-1, -1, 1, 1])
+
+
 def greedy_match(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     """(row, column) pairs by decreasing score, each row and column used at most once, scores >= minimum."""
     rows, cols = np.nonzero(scores >= minimum)
@@ -250,8 +302,3 @@ def greedy_match(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
             used_rows.add(row)
             used_cols.add(col)
     return pairs
-
-
-def _box_to_cxcywh(box: Iterable[float]) -> np.ndarray:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])

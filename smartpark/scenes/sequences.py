@@ -26,7 +26,8 @@ from smartpark.scenes.world import ParkLayout, Pedestrian, Rect, Vehicle, random
 SPACE_PARAMS = {"on_s": 3.0, "off_s": 5.0}
 FIRE_LANE_PARAMS = {"dwell_s": 10.0}
 RESTRICTED_PARAMS = {"min_s": 1.0}
-DUTY_PARAMS = {"empty_s": 20.0, "still_s": 20.0, "duty_hours": [["06:00", "22:00"]]}
+# A guard is ~12-16 px tall in these views: "still" allows a few pixels of detector jitter.
+DUTY_PARAMS = {"empty_s": 20.0, "still_s": 20.0, "still_frac": 0.3, "smooth_s": 2.0, "duty_hours": [["06:00", "22:00"]]}
 
 VEHICLE_SPEED = (4.0, 6.5)  # m/s in the lot
 WALK_SPEED = (1.0, 1.5)
@@ -345,8 +346,10 @@ class _Script:
         post = ((px0 + px1) / 2 + self.uniform(-0.6, 0.6), (py0 + py1) / 2 + self.uniform(-0.8, 0.8))
         path = Path([(0.0, *post)])
         if scenario == "leave":
-            leave_at, away_s = self.uniform(4, 12), float(self.rng.choice([self.uniform(6, 12), self.uniform(28, 38)]))
-            away = (self.layout.lot_x0 + self.uniform(2, 6), self.layout.aisle_y() + self.uniform(-2, 2))
+            away_s = self.uniform(28, 38) if self.rng.random() < 0.7 else self.uniform(6, 12)
+            leave_at = self.uniform(4, 12)
+            # Away from the lot (not across the entry line), to the left along the near row.
+            away = (px0 - self.uniform(4, 7), (py0 + py1) / 2 + self.uniform(-1.5, 1.5))
             path.then(leave_at, *post)
             walk = math.hypot(away[0] - post[0], away[1] - post[1]) / 1.3
             path.go(*away, 1.3)
@@ -446,7 +449,9 @@ def ground_truth(
         for actor, xs, ys, _, present in tracks.values():
             side = xs >= layout.entry_x
             for k in range(1, len(times)):
-                if present[k] and present[k - 1] and side[k] != side[k - 1] and aisle[1] <= ys[k] <= aisle[3]:
+                # The same stretch as the image line: across the aisle, 0.3 m short of each edge.
+                on_line = aisle[1] + 0.3 <= ys[k] <= aisle[3] - 0.3
+                if present[k] and present[k - 1] and side[k] != side[k - 1] and on_line:
                     direction = "in" if side[k] else "out"
                     label = "vehicle" if actor.kind == VEHICLE else "person"
                     events.append(
@@ -523,7 +528,7 @@ def generate_sequence(
         script.line_walker(script.uniform(0, duration_s * 0.75), inward=bool(rng.random() < 0.5))
     for _ in range(int(rng.integers(0, 3))):
         script.wanderer()
-    script.guard(str(rng.choice(["leave", "doze", "pace", "doze_later"])))
+    script.guard(str(rng.choice(["leave", "doze", "pace", "doze_later"], p=[0.45, 0.2, 0.2, 0.15])))
 
     events = ground_truth(script.actors, layout, config, duration_s, clock_start)
     return Sequence(
