@@ -36,5 +36,11 @@ BENCHMARKS: dict[str, Registration] = {
             "telemetry written to PostgreSQL by one ingest process in batches of 500, vs one message "
             "per transaction; and end to end through Mosquitto",
         ),
+        Registration(
+            "smartpark",
+            "benchmarks.smartpark",
+            "the detector's mAP on held-out scenes per condition, and detector + tracker + rules on held-out "
+            "60 s sequences scored against their event logs (beside the same rules fed true boxes)",
+        ),
     ]
 }

@@ -64,6 +64,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     # Parameters and anything else worth keeping in the JSON (message counts, database settings).
     details: dict = field(default_factory=dict)
+    # Further markdown (accuracy tables and the like) rendered after the ratio tables.
+    markdown: list[str] = field(default_factory=list)
 
 
 # --- timing --------------------------------------------------------------------------------------
@@ -211,6 +213,8 @@ def render_section(name: str, record: dict, result: Result) -> str:
             for row in table.rows
         ]
         lines.append("")
+    for block in result.markdown:
+        lines += [block.strip(), ""]
     lines += [f"- {note}" for note in result.notes]
     if result.notes:
         lines.append("")

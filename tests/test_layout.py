@@ -26,9 +26,10 @@ def test_required_top_level_layout_exists():
 
 
 def test_agent_imports_without_django_or_torch():
-    # The agent extra installs neither; importing the agent must not pull them in.
+    # The agent extra installs neither; importing the agent and smartpark's numpy parts must not pull them in.
     code = (
         "import sys, edge_agent.cli, edge_agent.agent, edge_agent.enroll, fleet_protocol;"
+        "import smartpark.analytics, smartpark.decode, smartpark.geometry, smartpark.metrics, smartpark.scenes;"
         "bad = [m for m in ('django', 'torch') if m in sys.modules];"
         "sys.exit(f'agent imported {bad}' if bad else 0)"
     )
