@@ -98,3 +98,16 @@ def test_the_event_log_follows_the_script():
             e for e in sequence.events if e.rule == Rule.LINE_COUNT and e.attributes["label"] == "person"
         ]
         assert len(person_crossings) >= walkers
+
+
+def test_command_line_writes_a_sequence_and_a_coco_set(tmp_path):
+    from smartpark.scenes.__main__ import main
+
+    assert main(["sequence", "4", str(tmp_path / "seq"), "--duration", "2"]) == 0
+    assert {p.name for p in (tmp_path / "seq").iterdir()} == {
+        "frames.mp4", "scene.json", "events.json", "boxes.json", "sequence.json"
+    }  # fmt: skip
+    config = json.loads((tmp_path / "seq" / "scene.json").read_text())
+    assert validate_scene_config(config).camera == "cam-1"
+    assert main(["coco", str(tmp_path / "set.json"), "--frames", "2", "--heldout"]) == 0
+    assert len(json.loads((tmp_path / "set.json").read_text())["images"]) == 2
