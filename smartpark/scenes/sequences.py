@@ -224,7 +224,8 @@ class _Script:
         self.free_spaces = [(n, r) for n, r in layout.spaces()]
 
     def uniform(self, a: float, b: float) -> float:
-        return float(self.rng.uniform(a, b))
+        # Short sequences squeeze the scripted windows; an empty window means "at its start".
+        return float(self.rng.uniform(a, max(a, b)))
 
     def vehicle(self, x: float, y: float, heading: float) -> Vehicle:
         body = Vehicle.random(self.rng, x, y, heading)
