@@ -17,6 +17,8 @@ OUTPUT_STRIDE = 4
 # Gaussian widths follow TTFNet: sigma = alpha * box size / 6 per axis, so elongated persons get elongated peaks.
 GAUSSIAN_ALPHA = 0.54
 MIN_SIGMA_CELLS = 0.4
+# Cells whose Gaussian falls below this carry no size and offset target.
+REGRESSION_MIN_GAUSSIAN = 0.1
 # exp() of a wild regression output must not overflow; e^8 cells is far beyond any frame.
 LOG_SIZE_LIMITS = (-4.0, 8.0)
 
@@ -27,9 +29,9 @@ class TargetMaps:
 
     heatmap: np.ndarray  # (C, h, w) float32, 1 at centre cells, Gaussian falloff around them
     heatmap_weight: np.ndarray  # (C, h, w) float32, 0 over ignored objects (neither positive nor negative)
-    log_size: np.ndarray  # (2, h, w) float32, log(w / stride), log(h / stride) at centre cells
-    center_offset: np.ndarray  # (2, h, w) float32, centre position inside its cell, in [0, 1)
-    box_mask: np.ndarray  # (h, w) float32, 1 at centre cells that carry a size and offset target
+    log_size: np.ndarray  # (2, h, w) float32, log(w / stride), log(h / stride) of the object owning the cell
+    center_offset: np.ndarray  # (2, h, w) float32, that object's centre minus the cell's index, in cells
+    box_weight: np.ndarray  # (h, w) float32, weight of the size and offset targets; sums to 1 per object
 
 
 def encode_targets(
@@ -40,7 +42,12 @@ def encode_targets(
     num_classes: int = len(LABELS),
     stride: int = OUTPUT_STRIDE,
 ) -> TargetMaps:
-    """Targets for boxes (N, 4) x1 y1 x2 y2 in pixels; `ignore` marks objects not to train on as positives."""
+    """Targets for boxes (N, 4) x1 y1 x2 y2 in pixels; `ignore` marks objects not to train on as positives.
+
+    Size and offset are regressed not only at the centre cell but, as in TTFNet, at every cell of
+    the object's Gaussian inside its box, weighted by the Gaussian: many more training signals per
+    frame, and a peak one cell off the centre still decodes to the right box.
+    """
     out_h, out_w = output_size
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int64).reshape(-1)
@@ -49,22 +56,23 @@ def encode_targets(
     ignored_region = np.zeros((num_classes, out_h, out_w), bool)
     log_size = np.zeros((2, out_h, out_w), np.float32)
     center_offset = np.zeros((2, out_h, out_w), np.float32)
-    box_mask = np.zeros((out_h, out_w), np.float32)
+    owner = np.full((out_h, out_w), -1, np.int64)  # which object's size and offset a cell regresses
+    owner_strength = np.zeros((out_h, out_w), np.float32)
 
     cells = boxes / stride
     cells[:, 0::2] = cells[:, 0::2].clip(0, out_w)
     cells[:, 1::2] = cells[:, 1::2].clip(0, out_h)
     widths, heights = cells[:, 2] - cells[:, 0], cells[:, 3] - cells[:, 1]
     ys, xs = np.arange(out_h, dtype=np.float32)[:, None], np.arange(out_w, dtype=np.float32)[None, :]
-    # Largest first: where two centres share a cell, the smaller object's size and offset win,
-    # because a large one still has neighbouring cells with high scores.
+    # Largest first, and a later object takes a cell where its Gaussian is at least as strong:
+    # where two centres share a cell, the smaller object wins, because a large one has other cells.
     for i in np.argsort(-(widths * heights), kind="stable"):
         width, height, label = widths[i], heights[i], labels[i]
         if width <= 0 or height <= 0:
             continue
+        x1, y1 = int(np.floor(cells[i, 0])), int(np.floor(cells[i, 1]))
+        x2, y2 = int(np.ceil(cells[i, 2])), int(np.ceil(cells[i, 3]))
         if ignore[i]:
-            x1, y1 = int(np.floor(cells[i, 0])), int(np.floor(cells[i, 1]))
-            x2, y2 = int(np.ceil(cells[i, 2])), int(np.ceil(cells[i, 3]))
             ignored_region[label, y1:y2, x1:x2] = True
             continue
         center_x, center_y = (cells[i, 0] + cells[i, 2]) / 2, (cells[i, 1] + cells[i, 3]) / 2
@@ -72,14 +80,25 @@ def encode_targets(
         sigma_x = max(GAUSSIAN_ALPHA * width / 6, MIN_SIGMA_CELLS)
         sigma_y = max(GAUSSIAN_ALPHA * height / 6, MIN_SIGMA_CELLS)
         gaussian = np.exp(-((xs - cell_x) ** 2) / (2 * sigma_x**2) - ((ys - cell_y) ** 2) / (2 * sigma_y**2))
+        gaussian[cell_y, cell_x] = 1.0
         np.maximum(heatmap[label], gaussian, out=heatmap[label])
-        heatmap[label, cell_y, cell_x] = 1.0
-        log_size[:, cell_y, cell_x] = np.log(width), np.log(height)
-        center_offset[:, cell_y, cell_x] = center_x - cell_x, center_y - cell_y
-        box_mask[cell_y, cell_x] = 1.0
 
+        inside = np.zeros_like(owner_strength, bool)
+        inside[y1:y2, x1:x2] = True
+        takes = inside & (gaussian >= REGRESSION_MIN_GAUSSIAN) & (gaussian >= owner_strength)
+        takes[cell_y, cell_x] = True
+        owner[takes], owner_strength[takes] = i, gaussian[takes]
+        log_size[:, takes] = np.array([np.log(width), np.log(height)], np.float32)[:, None]
+        center_offset[0, takes] = center_x - np.broadcast_to(xs, takes.shape)[takes]
+        center_offset[1, takes] = center_y - np.broadcast_to(ys, takes.shape)[takes]
+
+    # Each object's weights sum to 1, so the loss counts objects, not cells, and large vehicles do not drown persons.
+    owned = owner >= 0
+    totals = np.bincount(owner[owned], weights=owner_strength[owned], minlength=len(boxes))
+    box_weight = np.zeros((out_h, out_w), np.float32)
+    box_weight[owned] = owner_strength[owned] / totals[owner[owned]]
     heatmap_weight = np.where(ignored_region & (heatmap < 1.0), 0.0, 1.0).astype(np.float32)
-    return TargetMaps(heatmap, heatmap_weight, log_size, center_offset, box_mask)
+    return TargetMaps(heatmap, heatmap_weight, log_size, center_offset, box_weight)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -123,8 +142,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 def classwise_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
     """NMS within each class separately; indices of kept boxes, highest score first."""
-    keep = [np.flatnonzero(labels == label)[nms(boxes[labels == label], scores[labels == label], iou_threshold)]
-            for label in np.unique(labels)]
+    keep = [
+        np.flatnonzero(labels == label)[nms(boxes[labels == label], scores[labels == label], iou_threshold)]
+        for label in np.unique(labels)
+    ]
     kept = np.concatenate(keep) if keep else np.zeros(0, np.int64)
     return kept[np.argsort(-scores[kept], kind="stable")]
 
@@ -149,9 +170,8 @@ def decode(
     center_offset = np.asarray(center_offset, np.float32)
     batch, _, out_h, out_w = heatmap_logits.shape
     if log_size.shape != (batch, 2, out_h, out_w) or center_offset.shape != (batch, 2, out_h, out_w):
-        raise ValueError(
-            f"head outputs disagree: heatmap {heatmap_logits.shape}, size {log_size.shape}, offset {center_offset.shape}"
-        )
+        shapes = f"heatmap {heatmap_logits.shape}, size {log_size.shape}, offset {center_offset.shape}"
+        raise ValueError(f"head outputs disagree: {shapes}")
     frame_h, frame_w = image_size if image_size is not None else (out_h * stride, out_w * stride)
 
     scores = sigmoid(heatmap_logits)

@@ -204,8 +204,9 @@ def load_detector(path: Path | str | None = None) -> CenterNetDetector:
         raise FileNotFoundError(f"no detector checkpoint at {path}: train one with `python -m smartpark.train`")
     checkpoint = load_checkpoint(path)
     model = CenterNetDetector(checkpoint.config)
-    model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                           for key, value in checkpoint.state_dict.items()})
+    model.load_state_dict(
+        {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.state_dict.items()}
+    )
     return model.eval()
 
 

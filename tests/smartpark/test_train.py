@@ -1,0 +1,95 @@
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from smartpark.decode import encode_targets  # noqa: E402
+from smartpark.detector import CenterNetDetector, DetectorConfig, load_detector  # noqa: E402
+from smartpark.train import SceneTargets, TrainConfig, centernet_loss, train  # noqa: E402
+
+# A narrow network keeps these tests fast; the code paths are the same as the shipped one's.
+TINY = DetectorConfig(
+    stem_channels=8, stage_channels=(8, 16, 16), stage_blocks=(1, 1, 1), neck_channels=(8, 16), head_channels=8
+)
+FAST = {"batch_size": 2, "workers": 0, "warmup_steps": 1, "log_every": 1, "bf16": False}
+
+
+def _batch(dataset, indices):
+    items = [dataset[i] for i in indices]
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def test_a_few_steps_on_two_frames_lower_the_loss():
+    # given: two rendered frames and a fresh model
+    torch.manual_seed(0)
+    batch = _batch(SceneTargets(seed=0, length=2), [0, 1])
+    images = batch.pop("image").float() / 255
+    model = CenterNetDetector(TINY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    # when: it trains on them
+    losses = []
+    for _ in range(6):
+        loss, parts = centernet_loss(model(images), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+
+    # then
+    assert all(math.isfinite(value) for value in losses + list(parts.values()))
+    assert losses[-1] < losses[0]
+
+
+def test_train_writes_a_checkpoint_that_loads_back(tmp_path):
+    out = tmp_path / "detector.pt"
+    torch.manual_seed(0)
+    initial = CenterNetDetector(TINY).state_dict()
+
+    model, record = train(TrainConfig(steps=2, **FAST), TINY, out=out, log=lambda _line: None)
+
+    # the weights moved, the record says what happened
+    changed = [key for key, value in model.state_dict().items() if not torch.equal(value, initial[key])]
+    assert any(key.endswith("weight") for key in changed)
+    assert record["steps"] == 2 and record["images_seen"] == 4 and math.isfinite(record["final_loss"])
+    assert json.loads(out.with_suffix(".json").read_text())["architecture"]["stage_channels"] == [8, 16, 16]
+    # the fp16 checkpoint gives the same outputs as the trained model, within fp16 rounding
+    loaded = load_detector(out)
+    assert loaded.config == TINY and not loaded.training
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        for trained, reloaded in zip(model.eval()(x), loaded(x), strict=True):
+            torch.testing.assert_close(reloaded, trained, atol=0.05, rtol=0.02)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_training_stops_when_the_time_budget_is_spent():
+    _model, record = train(TrainConfig(steps=50, minutes=1e-6, **FAST), TINY, out=None, log=lambda _line: None)
+
+    assert record["steps"] == 1
+
+
+def test_ignored_regions_add_no_negative_loss():
+    # given: an ignored person and a network that fires everywhere
+    boxes, labels = np.array([[8.0, 8.0, 24.0, 40.0]]), np.array([1])
+    ignored = encode_targets(boxes, labels, np.array([True]), (16, 16))
+    unignored = encode_targets(np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool), (16, 16))
+    outputs = (torch.full((1, 2, 16, 16), 3.0), torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16))
+
+    def loss(targets):
+        batch = {key: torch.from_numpy(value)[None] for key, value in asdict(targets).items()}
+        return centernet_loss(outputs, batch)[0].item()
+
+    # then: firing over the ignored person costs less than firing over background
+    assert loss(ignored) < loss(unignored)
+
+
+def test_training_seeds_stay_below_the_heldout_scenes():
+    from smartpark.scenes import HELDOUT_SEED_BASE
+
+    with pytest.raises(ValueError, match="held-out"):
+        SceneTargets(seed=HELDOUT_SEED_BASE // 10_000_000, length=1)[0]
