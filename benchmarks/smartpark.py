@@ -147,7 +147,7 @@ def run(options: Options) -> Result:
 
     torch.set_num_threads(2)
     frames_per_condition = 40 if options.quick else 200
-    sequences = 3 if options.quick else 20
+    sequences = 3 if options.quick else 40
     model = load_detector()
 
     frames = heldout_frames(frames_per_condition)

@@ -53,13 +53,13 @@ def random_view(rng: np.random.Generator, condition: str) -> tuple[ParkLayout, C
     """A park, a camera looking at part of it, its lighting, and its static occluders.
 
     Two views in three are close-ups of part of a lot from varied heights and angles; one in three
-    is the high, wide view of a whole small lot that the scripted sequences use.
+    is the high, wide view of a whole small lot.
     """
-    from smartpark.scenes.sequences import _sequence_camera
+    from smartpark.scenes.sequences import whole_lot_camera
 
     if rng.random() < 0.35:
         layout = random_layout(rng, spaces_per_row=(4, 7))
-        camera = _sequence_camera(rng, layout, FRAME_WIDTH, FRAME_HEIGHT)
+        camera = whole_lot_camera(rng, layout, FRAME_WIDTH, FRAME_HEIGHT)
     else:
         layout = random_layout(rng)
         tx, ty = layout.target()

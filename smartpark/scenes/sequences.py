@@ -115,6 +115,7 @@ class SequenceFrame:
 class Sequence:
     seed: int
     condition: str
+    view: str
     fps: float
     duration_s: float
     config: SceneConfig
@@ -147,8 +148,11 @@ class Sequence:
 # --- the view -----------------------------------------------------------------------------------------
 
 
-def _sequence_camera(rng: np.random.Generator, layout: ParkLayout, width: int, height: int) -> Camera:
-    """A high, wide camera that takes in the whole lot: rows, fire lane, entry, duty post and restricted area."""
+def whole_lot_camera(rng: np.random.Generator, layout: ParkLayout, width: int, height: int) -> Camera:
+    """A high, wide camera that takes in a whole small lot: rows, fire lane, entry, duty post, restricted area.
+
+    People are 11-16 px tall in it; the training views include it (a third of them).
+    """
     tx = (layout.duty_post[0] + layout.restricted[2]) / 2 + float(rng.uniform(-1, 1))
     ty = layout.near_row[3] - 2.0 + float(rng.uniform(-0.5, 0.5))
     mount = float(rng.uniform(9.0, 11.5))
@@ -158,6 +162,38 @@ def _sequence_camera(rng: np.random.Generator, layout: ParkLayout, width: int, h
     pitch = math.atan2(mount, distance) + float(rng.uniform(-0.02, 0.02))
     x, y = tx - distance * math.sin(yaw), ty - distance * math.cos(yaw)
     return Camera(x=x, y=y, height=mount, yaw=yaw, pitch=pitch, focal_px=focal, width=width, height_px=height)
+
+
+CAMERA_VIEWS = ("gate", "lot")
+
+
+def view_camera(rng: np.random.Generator, layout: ParkLayout, view: str, width: int, height: int) -> Camera:
+    """The camera of a sequence, as a park installs them: one per area, close enough to see people.
+
+    ``gate`` watches the entrance: the entry line, the guard's post and the first spaces; ``lot``
+    watches the rows, the fire lane and the restricted area past the far row's end.
+    """
+    if view == "gate":
+        tx = layout.duty_post[0] + float(rng.uniform(7.0, 9.0))
+        ty = layout.near_row[3] + float(rng.uniform(-1.5, 0.0))
+        distance, mount = float(rng.uniform(9.0, 11.5)), float(rng.uniform(6.5, 8.5))
+        hfov = float(rng.uniform(68, 76))
+    elif view == "lot":
+        tx = (layout.lot_x0 + layout.restricted[2]) / 2 + float(rng.uniform(-1, 1))
+        ty = layout.near_row[3] + float(rng.uniform(-2.0, -0.5))
+        distance, mount = float(rng.uniform(11.0, 13.5)), float(rng.uniform(7.5, 9.5))
+        hfov = float(rng.uniform(76, 84))
+    else:
+        raise ValueError(f"unknown view {view!r}; use one of {', '.join(CAMERA_VIEWS)}")
+    yaw = float(rng.uniform(-0.1, 0.1))
+    focal = (width / 2) / math.tan(math.radians(hfov) / 2)
+    pitch = math.atan2(mount, distance) + float(rng.uniform(-0.02, 0.02))
+    x, y = tx - distance * math.sin(yaw), ty - distance * math.cos(yaw)
+    return Camera(x=x, y=y, height=mount, yaw=yaw, pitch=pitch, focal_px=focal, width=width, height_px=height)
+
+
+# What each view must show for its scripted events to be scored.
+_REQUIRED = {"gate": {ZoneKind.DUTY_POST}, "lot": {ZoneKind.FIRE_LANE, ZoneKind.RESTRICTED}}
 
 
 def _clip_to_frame(points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -342,29 +378,38 @@ class _Script:
         self.actors.append(actor)
         return actor
 
-    def guard(self, scenario: str) -> Actor:
+    def _pace(self, path: Path, until: float) -> None:
+        """Walk between spots of the post (beside the booth) with short stops, until ``until``."""
         px0, py0, px1, py1 = self.layout.duty_post
-        post = ((px0 + px1) / 2 + self.uniform(-0.6, 0.6), (py0 + py1) / 2 + self.uniform(-0.8, 0.8))
+        while path.end() < until:
+            target = (self.uniform(px0 + 2.2, px1 - 0.4), self.uniform(py0 + 0.5, py1 - 0.5))
+            path.go(*target, 0.9)
+            path.wait(self.uniform(0.5, 2.5))
+
+    def guard(self, scenario: str) -> Actor:
+        """The guard at the duty post: leaves it for a while, paces at it, dozes at it (from the start or later).
+
+        Only ``doze`` and ``doze_later`` stand still for long; a guard back from a round paces, so
+        no inactivity starts too close to the end of a sequence to be confirmed.
+        """
+        px0, py0, px1, py1 = self.layout.duty_post
+        # Beside the booth (it fills the post's front left corner), where the camera sees the guard.
+        post = (self.uniform(px0 + 2.3, px1 - 0.6), self.uniform(py0 + 0.6, py1 - 1.0))
         path = Path([(0.0, *post)])
         if scenario == "leave":
-            away_s = self.uniform(28, 38) if self.rng.random() < 0.7 else self.uniform(6, 12)
-            leave_at = self.uniform(4, 12)
+            away_s = self.uniform(28, 36) if self.rng.random() < 0.75 else self.uniform(6, 12)
             # Away from the lot (not across the entry line), to the left along the near row.
             away = (px0 - self.uniform(4, 7), (py0 + py1) / 2 + self.uniform(-1.5, 1.5))
-            path.then(leave_at, *post)
-            walk = math.hypot(away[0] - post[0], away[1] - post[1]) / 1.3
+            self._pace(path, self.uniform(4, 12))
+            walk = math.hypot(away[0] - path.points[-1][1], away[1] - path.points[-1][2]) / 1.3
             path.go(*away, 1.3)
             path.wait(max(away_s - 2 * walk, 1.0))
             path.go(*post, 1.3)
+            self._pace(path, self.duration)
         elif scenario == "pace":
-            t = 0.0
-            while t < self.duration:
-                target = (self.uniform(px0 + 0.5, px1 - 0.5), self.uniform(py0 + 0.5, py1 - 0.5))
-                path.go(*target, 0.9)
-                path.wait(self.uniform(0.5, 3.0))
-                t = path.end()
+            self._pace(path, self.duration)
         elif scenario == "doze_later":
-            path.then(self.uniform(3, 10), post[0] + self.uniform(-1.0, 1.0), post[1] + self.uniform(-1.0, 1.0))
+            self._pace(path, self.uniform(6, 14))
         return self.person(path, role=f"guard:{scenario}", guard=True)
 
 
@@ -488,22 +533,29 @@ def ground_truth(
 
 
 def generate_sequence(
-    seed: int, *, duration_s: float = 60.0, fps: float = 5.0, condition: str | None = None, camera: str = "cam-1"
+    seed: int,
+    *,
+    duration_s: float = 60.0,
+    fps: float = 5.0,
+    condition: str | None = None,
+    view: str | None = None,
+    camera: str = "cam-1",
 ) -> Sequence:
     """A scripted sequence; the same seed gives the same frames and the same event log."""
     from smartpark.scenes import FRAME_HEIGHT, FRAME_WIDTH, _random_static
 
     rng = np.random.default_rng([seed, 13])
     chosen = condition or CONDITIONS[int(rng.integers(len(CONDITIONS)))]
+    chosen_view = view or CAMERA_VIEWS[int(rng.integers(len(CAMERA_VIEWS)))]
     for _ in range(100):
         layout = random_layout(rng, spaces_per_row=(4, 7))
-        cam = _sequence_camera(rng, layout, FRAME_WIDTH, FRAME_HEIGHT)
+        cam = view_camera(rng, layout, chosen_view, FRAME_WIDTH, FRAME_HEIGHT)
         config = _scene_config(cam, layout, camera)
         kinds = {z.kind for z in config.zones}
-        if {ZoneKind.FIRE_LANE, ZoneKind.RESTRICTED, ZoneKind.DUTY_POST} <= kinds and config.lines:
+        if _REQUIRED[chosen_view] <= kinds and (config.lines or chosen_view != "gate"):
             break
     else:  # pragma: no cover - the camera ranges make this practically impossible
-        raise RuntimeError(f"no view of the whole lot found for seed {seed}")
+        raise RuntimeError(f"no {chosen_view} view found for seed {seed}")
     lighting = random_lighting(rng, chosen)
     trees, poles = _random_static(rng, layout)
     # Trees only behind the lot: one in front of a zone would hide it for the whole sequence.
@@ -520,19 +572,21 @@ def generate_sequence(
     if parked:
         for actor in rng.choice(parked, size=min(len(parked), int(rng.integers(1, 3))), replace=False):
             script.departure(actor, script.uniform(2, duration_s * 0.55))
-    if rng.random() < 0.75:
-        stop = script.uniform(14, 32) if rng.random() < 0.6 else script.uniform(2, 5)
+    if rng.random() < 0.9:
+        stop = script.uniform(14, 32) if rng.random() < 0.7 else script.uniform(2, 5)
         script.fire_lane_stop(script.uniform(0, max(duration_s - stop - 12, 1)), stop)
-    if rng.random() < 0.7:
-        script.intruder(script.uniform(2, duration_s * 0.6), script.uniform(3, 10))
+    if rng.random() < 0.9:
+        script.intruder(script.uniform(2, duration_s * 0.35), script.uniform(3, 8))
+        if rng.random() < 0.4:
+            script.intruder(script.uniform(duration_s * 0.6, duration_s * 0.75), script.uniform(3, 6))
     for _ in range(int(rng.integers(1, 4))):
         script.line_walker(script.uniform(0, duration_s * 0.75), inward=bool(rng.random() < 0.5))
     for _ in range(int(rng.integers(0, 3))):
         script.wanderer()
-    script.guard(str(rng.choice(["leave", "doze", "pace", "doze_later"], p=[0.45, 0.2, 0.2, 0.15])))
+    script.guard(str(rng.choice(["leave", "doze", "pace", "doze_later"], p=[0.45, 0.2, 0.15, 0.2])))
 
     events = ground_truth(script.actors, layout, config, duration_s, clock_start)
     return Sequence(
-        seed=seed, condition=chosen, fps=fps, duration_s=duration_s, config=config, clock_start=clock_start,
-        events=events, renderer=renderer, actors=script.actors, layout=layout,
+        seed=seed, condition=chosen, view=chosen_view, fps=fps, duration_s=duration_s, config=config,
+        clock_start=clock_start, events=events, renderer=renderer, actors=script.actors, layout=layout,
     )  # fmt: skip
