@@ -9,9 +9,10 @@ import numpy as np
 
 MULTIPLIER_BITS = 31
 MAX_SHIFT = 62
-# The representable reals: multiplier in [2**30, 2**31) over a shift in [0, 62].
+# The representable reals: multiplier in [2**30, 2**31) over a shift in [0, 62]; from 2**31 - 1/2 up the
+# multiplier would round to 2**31 at shift 0.
 MIN_REAL = 2.0**-32
-MAX_REAL = 2.0**31
+MAX_REAL = 2.0**31 - 0.5
 
 
 def rounding_right_shift(values: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
@@ -36,15 +37,16 @@ def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarra
     shift is the largest integer for which multiplier = round_half_away(real * 2**shift) stays below 2**31; so
     the multiplier lies in [2**30, 2**31) and the relative error is at most 2**-31. The computation is exact:
     real = mantissa * 2**exponent with a 53-bit integer mantissa, rounded by `rounding_right_shift`. Reals
-    outside [2**-32, 2**31) need a shift outside 0..62 and are refused, like non-positive or non-finite ones.
+    outside [2**-32, 2**31 - 1/2) need a shift outside 0..62 and are refused, like non-positive or non-finite ones.
     """
     real = np.asarray(real, dtype=np.float64)
-    if not np.all(np.isfinite(real) & (real > 0)):
-        raise ValueError(f"a requantization scale must be positive and finite, got {real[~(real > 0)].ravel()[:4]}")
+    usable = np.isfinite(real) & (real > 0)
+    if not np.all(usable):
+        raise ValueError(f"a requantization scale must be positive and finite, got {real[~usable][:4]}")
     if np.any(real < MIN_REAL) or np.any(real >= MAX_REAL):
         raise ValueError(
-            f"a requantization scale must lie in [2**-32, 2**31) to fit a 31-bit multiplier and a shift of 0..62, "
-            f"got {real.min()}..{real.max()}"
+            "a requantization scale must lie in [2**-32, 2**31 - 1/2) to fit a 31-bit multiplier and a shift "
+            f"of 0..62, got {real.min()}..{real.max()}"
         )
     fraction, exponent = np.frexp(real)  # real = fraction * 2**exponent, fraction in [0.5, 1)
     mantissa = np.ldexp(fraction, 53).astype(np.int64)  # exact: a float64 carries 53 significant bits
@@ -53,8 +55,6 @@ def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarra
     carried = multiplier == 1 << MULTIPLIER_BITS  # rounded up to 2**31: one bit less of shift
     multiplier = np.where(carried, multiplier >> 1, multiplier)
     shift = np.where(carried, shift - 1, shift)
-    if np.any(shift < 0):
-        raise ValueError(f"a requantization scale just below 2**31 rounds up to 2**31, got {real.max()}")
     return multiplier.astype(np.int32), shift.astype(np.int32)
 
 
