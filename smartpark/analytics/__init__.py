@@ -38,12 +38,19 @@ class SceneAnalytics:
         self.config = config
         self.tracker = Tracker(tracker_params)
         self.rules: list[SceneRule] = build_rules(
-            config.camera, config.zones, config.lines, clock_start=clock_start, vehicle_lift=vehicle_lift
+            config.camera,
+            config.zones,
+            config.lines,
+            clock_start=clock_start,
+            vehicle_lift=vehicle_lift,
+            frame_width=config.width,
         )
 
     def update(self, t: float, detections: Detections) -> list[Event]:
         """Events emitted at this frame (t in seconds on the sequence clock): new ones and ones that just ended."""
         tracks = self.tracker.update(t, detections)
+        for rule in self.rules:
+            rule.observe(detections)
         return [event for rule in self.rules for event in rule.update(t, tracks)]
 
     def finish(self, t: float) -> list[Event]:

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from smartpark.analytics.tracker import Track, TrackSample
-from smartpark.detections import LABELS, PERSON, VEHICLE
+from smartpark.detections import LABELS, PERSON, VEHICLE, Detections
 from smartpark.events import Event, Rule
 from smartpark.geometry import Line, Point, Zone, ZoneKind, segments_intersect
 
@@ -131,6 +131,10 @@ class SceneRule(ABC):
         self.vehicle_lift = vehicle_lift
         self._open: dict[object, Event] = {}  # duration events still going on, by what they are about
 
+    def observe(self, detections: Detections) -> None:
+        """The frame's raw detections, before tracking: most rules reason about tracks only and ignore them."""
+        return None
+
     @abstractmethod
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]: ...
 
@@ -218,59 +222,94 @@ class TrackRule(SceneRule, Generic[State]):
 
 
 class OccupancyRule(SceneRule):
-    """Parking-space occupancy with on/off hysteresis; instantaneous events with attributes state, track_id.
+    """Parking-space occupancy with on/off hysteresis; instantaneous events with attributes state (and track_id).
 
-    Occupied once one vehicle's footprint has been inside continuously for `on_s` (default 3 s), dated to
-    when it entered (or was first seen, for a car parked at the start); free once no vehicle footprint has
-    been inside for `off_s` (default 5 s), dated to when the space emptied. Coasting tracks still count, so
-    an occlusion gap shorter than the tracker's max_age does not free the space.
+    The evidence, frame by frame, is any vehicle whose ground line lies in the space: a confirmed track
+    (coasting ones too, so an occlusion gap shorter than the tracker's max_age does not free the space) or a
+    raw detection scoring at least `evidence_score` (default 0.25). Parked cars wedged between neighbours
+    are often detected at 0.25-0.4, too low to start a track, yet they sit still in the same place frame
+    after frame, which is evidence enough for a space. Occupied once evidence has lasted `on_s` (default
+    3 s), with gaps up to `max_gap_s` (default 1 s) bridged, dated to when the run began; free once there
+    has been none for `off_s` (default 5 s), dated to the last evidence. A box cut by the left or right
+    edge of the frame is no evidence: its car extends out of view, so its visible ground line says
+    nothing about which space it stands in.
     """
 
     rule = Rule.OCCUPANCY
+    # Points sampled along the box's ground line: a box that a detector drew around two cars parked side by
+    # side (or that perspective shifts half a space) still puts a fair share of its ground line in each space.
+    GROUND_SAMPLES = 8
+    EDGE_MARGIN_PX = 1.0
 
-    def __init__(self, camera: str, zone: Zone, vehicle_lift: float = DEFAULT_VEHICLE_LIFT):
+    def __init__(
+        self, camera: str, zone: Zone, vehicle_lift: float = DEFAULT_VEHICLE_LIFT, frame_width: float | None = None
+    ):
         super().__init__(camera, zone, vehicle_lift)
         self.area = BoundedZone(zone)
+        self.frame_width = frame_width
         self.on_s = _number(zone, "on_s", 3.0)
         self.off_s = _number(zone, "off_s", 5.0)
+        self.max_gap_s = _number(zone, "max_gap_s", 1.0)
+        self.evidence_score = _number(zone, "evidence_score", 0.25)
+        # The share of a vehicle's ground line that must lie in the space for the vehicle to count as in it.
+        self.min_share = _number(zone, "min_share", 0.3)
         self.occupied = False
+        self._evidence_since: float | None = None  # start of the current run of evidence (gaps bridged)
+        self._last_evidence: float | None = None
+        self._detections: Detections | None = None
         self._occupant: int | None = None
-        self._inside_since: dict[int, float] = {}  # vehicle track id -> start of its current stay
-        self._empty_since: float | None = None
+        self._run_scores: list[float] = []  # best evidence score per frame of the current run: the confidence
+
+    def observe(self, detections: Detections) -> None:
+        self._detections = detections
 
     def update(self, t: float, tracks: Sequence[Track]) -> list[Event]:
-        inside = [tr for tr in tracks if tr.label == VEHICLE and self.area.contains(self._footprint(tr.box, VEHICLE))]
-        self._inside_since = {
-            tr.track_id: self._inside_since[tr.track_id] if tr.track_id in self._inside_since else self._entered_at(tr)
-            for tr in inside
-        }
+        in_space = [tr for tr in tracks if tr.label == VEHICLE and self._counts(tr.box)]
+        if in_space:
+            self._occupant = in_space[0].track_id
+        scores = [tr.history[-1].score for tr in in_space]
+        if self._detections is not None:
+            found = self._detections
+            keep = (found.labels == VEHICLE) & (found.scores >= self.evidence_score)
+            pairs = zip(found.boxes[keep], found.scores[keep], strict=True)
+            scores += [float(score) for box, score in pairs if self._counts(box)]
+            self._detections = None
+        if scores:
+            if self._last_evidence is None or t - self._last_evidence > self.max_gap_s:
+                self._evidence_since, self._run_scores = t, []
+            self._last_evidence = t
+            self._run_scores.append(max(scores))
         if not self.occupied:
-            settled = [tr for tr in inside if t - self._inside_since[tr.track_id] >= self.on_s]
-            if not settled:
-                return []
-            first = min(settled, key=lambda tr: self._inside_since[tr.track_id])
-            start = self._inside_since[first.track_id]
-            self.occupied, self._occupant, self._empty_since = True, first.track_id, None
-            return [self._event(start, first.mean_score(start), state="occupied", track_id=first.track_id)]
-        if inside:
-            self._empty_since = None
-            self._occupant = max(inside, key=lambda tr: t - self._inside_since[tr.track_id]).track_id
+            if self._last_evidence == t and t - self._evidence_since >= self.on_s:
+                self.occupied = True
+                confidence = sum(self._run_scores) / len(self._run_scores)
+                return [self._event(self._evidence_since, confidence, state="occupied", **self._occupant_attributes())]
             return []
-        if self._empty_since is None:
-            self._empty_since = t
-        if t - self._empty_since < self.off_s:
-            return []
-        self.occupied = False
-        return [self._event(self._empty_since, state="free", track_id=self._occupant)]
+        if self._last_evidence is not None and t - self._last_evidence >= self.off_s:
+            self.occupied = False
+            return [self._event(self._last_evidence, state="free", **self._occupant_attributes())]
+        return []
 
-    def _entered_at(self, track: Track) -> float:
-        """Start of the track's trailing run of samples inside the space (its first sighting if parked)."""
-        entered = track.last_seen
-        for sample in reversed(track.history):
-            if not self.area.contains(self._footprint(sample.box, VEHICLE)):
-                break
-            entered = sample.t
-        return entered
+    def _occupant_attributes(self) -> dict:
+        """The track seen in the space most recently, when a track (not only raw detections) was there."""
+        return {} if self._occupant is None else {"track_id": self._occupant}
+
+    def _counts(self, box) -> bool:
+        return self._in_space(box) and not self._cut_by_frame_edge(box)
+
+    def _cut_by_frame_edge(self, box) -> bool:
+        x1, _, x2, _ = box
+        if x1 <= self.EDGE_MARGIN_PX:
+            return True
+        return self.frame_width is not None and x2 >= self.frame_width - self.EDGE_MARGIN_PX
+
+    def _in_space(self, box) -> bool:
+        """Whether at least `min_share` of the vehicle's ground line (its footprint, widened to the box) is inside."""
+        x1, _, x2, _ = box
+        _, ground_y = self._footprint(box, VEHICLE)
+        n = self.GROUND_SAMPLES
+        hits = sum(self.area.contains((x1 + (x2 - x1) * (k + 0.5) / n, ground_y)) for k in range(n))
+        return hits >= self.min_share * n
 
 
 class DwellRule(TrackRule[Hysteresis]):
@@ -562,13 +601,14 @@ def build_rules(
     *,
     clock_start: datetime | None = None,
     vehicle_lift: float = DEFAULT_VEHICLE_LIFT,
+    frame_width: float | None = None,
 ) -> list[SceneRule]:
     """The rules a camera's zones and lines call for, in config order; bad params raise RuleConfigError."""
     rules: list[SceneRule] = []
     for zone in zones:
         match zone.kind:
             case ZoneKind.PARKING_SPACE:
-                rules.append(OccupancyRule(camera, zone, vehicle_lift))
+                rules.append(OccupancyRule(camera, zone, vehicle_lift, frame_width))
             case ZoneKind.FIRE_LANE:
                 rules.append(FireLaneRule(camera, zone, vehicle_lift))
             case ZoneKind.RESTRICTED:

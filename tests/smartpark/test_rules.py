@@ -114,6 +114,34 @@ def test_car_parked_at_sequence_start_is_backdated_to_first_sighting():
     assert [(e.attributes["state"], e.start) for e in events] == [("occupied", 0.0)]
 
 
+def test_car_wedged_between_neighbours_and_detected_below_the_tracking_score_still_occupies():
+    # given: a parked car whose detections never reach the tracker's high_score (0.5), so it is never tracked
+    wedged = car((0, 150, 350), (20, 150, 350), score=0.3)
+
+    # when
+    events = run(scene(SPACE), [wedged], duration=20)
+
+    # then: the raw detections alone are evidence; no track id to report
+    (occupied,) = events
+    assert occupied.attributes == {"state": "occupied"}
+    assert occupied.start == 0.0
+    assert occupied.confidence == pytest.approx(0.3)
+
+
+def test_detections_too_weak_to_be_evidence_leave_the_space_free():
+    assert run(scene(SPACE), [car((0, 150, 350), (20, 150, 350), score=0.2)], duration=20) == []
+
+
+def test_a_car_cut_by_the_frame_edge_is_no_evidence_for_the_space_beside_it():
+    # given: a space at the left edge of the frame, and a car whose box the frame edge cuts
+    edge_space = rectangle("edge", ZoneKind.PARKING_SPACE, 0, 300, 100, 400)
+    cut = car((0, 20, 350), (20, 20, 350))  # box from x=-20: its car stands partly out of view
+
+    # when / then
+    assert run(scene(edge_space), [cut], duration=20) == []
+    assert len(run(scene(edge_space), [car((0, 50, 350), (20, 50, 350))], duration=20)) == 1
+
+
 # --- fire lane ------------------------------------------------------------------------------------------------
 
 FIRE_LANE = rectangle("fire-lane", ZoneKind.FIRE_LANE, 300, 100, 600, 200)
