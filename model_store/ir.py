@@ -214,7 +214,8 @@ class Model:
 
         Checks names (known, written once, defined before use), dtypes, shapes and codebook membership of the
         weights, shape agreement of every layer with its input and output specs, the int32 accumulator bound,
-        and that any stored multipliers equal the ones `derive_requantization` computes.
+        that every requantization scale has a multiplier and shift, and that any stored multipliers equal the
+        ones `derive_requantization` computes.
         """
         if self.version != IR_VERSION:
             raise ValueError(f"IR version {self.version} is not the supported version {IR_VERSION}")
@@ -397,6 +398,14 @@ def _check_activation(layer: Layer) -> None:
         raise ValueError(f"layer {layer.name!r}: activation must be an Activation, got {layer.activation!r}")
 
 
+def _derived(layer: Layer, requantization, *scales):
+    """The layer's multipliers from its scales; a scale no multiplier and shift can represent names the layer."""
+    try:
+        return requantization(*scales)
+    except ValueError as error:
+        raise ValueError(f"layer {layer.name!r}: {error}") from None
+
+
 def _check_conv(layer: Conv2d, sources: list[TensorSpec], output: TensorSpec) -> None:
     _check_array(layer, "codes", layer.codes, np.int8)
     if layer.codes.ndim != 4 or 0 in layer.codes.shape:
@@ -434,8 +443,8 @@ def _check_conv(layer: Conv2d, sources: list[TensorSpec], output: TensorSpec) ->
     reach += np.abs(layer.bias.astype(np.int64))
     if reach.max() >= ACCUMULATOR_LIMIT:
         raise ValueError(f"layer {layer.name!r}: channel {int(reach.argmax())} can overflow the int32 accumulator")
+    multiplier, shift = _derived(layer, conv_requantization, sources[0].quant, layer.weight_scale, output.quant)
     if layer.multiplier is not None or layer.shift is not None:
-        multiplier, shift = conv_requantization(sources[0].quant, layer.weight_scale, output.quant)
         for what, stored, derived in (("multiplier", layer.multiplier, multiplier), ("shift", layer.shift, shift)):
             _check_array(layer, what, stored, np.int32, (out_channels,))
             if not np.array_equal(stored, derived):
@@ -449,10 +458,10 @@ def _check_add(layer: Add, sources: list[TensorSpec], output: TensorSpec) -> Non
         raise ValueError(f"layer {layer.name!r}: inputs have shapes {sources[0].shape} and {sources[1].shape}")
     _check_activation(layer)
     _check_output_shape(layer, output, sources[0].shape)
-    if layer.multipliers is not None or layer.shift is not None:
-        derived = add_requantization(sources[0].quant, sources[1].quant, output.quant)
-        if (tuple(layer.multipliers or ()), layer.shift) != derived:
-            raise ValueError(f"layer {layer.name!r}: stored multipliers/shift differ from the ones the scales give")
+    derived = _derived(layer, add_requantization, sources[0].quant, sources[1].quant, output.quant)
+    stored = layer.multipliers is not None or layer.shift is not None
+    if stored and (tuple(layer.multipliers or ()), layer.shift) != derived:
+        raise ValueError(f"layer {layer.name!r}: stored multipliers/shift differ from the ones the scales give")
 
 
 def _check_concat(layer: Concat, sources: list[TensorSpec], output: TensorSpec) -> None:
@@ -461,10 +470,10 @@ def _check_concat(layer: Concat, sources: list[TensorSpec], output: TensorSpec) 
     if len({spec.shape[1:] for spec in sources}) != 1:
         raise ValueError(f"layer {layer.name!r}: inputs differ in height/width: {[s.shape for s in sources]}")
     _check_output_shape(layer, output, (sum(spec.shape[0] for spec in sources), *sources[0].shape[1:]))
-    if layer.multipliers is not None or layer.shifts is not None:
-        derived = concat_requantization([spec.quant for spec in sources], output.quant)
-        if (tuple(layer.multipliers or ()), tuple(layer.shifts or ())) != derived:
-            raise ValueError(f"layer {layer.name!r}: stored multipliers/shifts differ from the ones the scales give")
+    derived = _derived(layer, concat_requantization, [spec.quant for spec in sources], output.quant)
+    stored = layer.multipliers is not None or layer.shifts is not None
+    if stored and (tuple(layer.multipliers or ()), tuple(layer.shifts or ())) != derived:
+        raise ValueError(f"layer {layer.name!r}: stored multipliers/shifts differ from the ones the scales give")
 
 
 def _check_upsample(layer: Upsample, sources: list[TensorSpec], output: TensorSpec) -> None:
