@@ -99,18 +99,21 @@ def quantization_error(weight: Tensor, codes: Tensor, alpha: Tensor) -> Tensor:
 def _optimal_alpha(magnitude: Tensor, codebook: Codebook, mask: Tensor | None) -> Tensor:
     magnitudes = _magnitudes(codebook)
     lower, upper = magnitudes[:-1], magnitudes[1:]
-    active = torch.ones_like(magnitude) if mask is None else mask.float()
     # Before any breakpoint (alpha -> infinity) every code has the smallest magnitude: 0, or 1 for binary.
     s1 = magnitudes[0] * magnitude.sum(dim=1)
-    s2 = magnitudes[0] ** 2 * active.sum(dim=1)
+    weights = magnitude.new_full((len(magnitude),), magnitude.shape[1]) if mask is None else mask.sum(dim=1)
+    s2 = magnitudes[0] ** 2 * weights
     best_s1, best_s2 = s1, s2
     if len(lower):
+        # Crossing breakpoint t = 2|w| / (m_i + m_i+1) adds d_i = m_i+1^2 - m_i^2 to S2 and |w| (m_i+1 - m_i)
+        # = t d_i / 2 to S1. Masked weights get t = -1: they sort last and their steps are dropped.
         breakpoints = (2 * magnitude[:, :, None] / (lower + upper)).flatten(1)
-        s1_steps = (magnitude[:, :, None] * (upper - lower)).flatten(1)
-        s2_steps = (active[:, :, None] * (upper**2 - lower**2)).flatten(1)
-        order = breakpoints.argsort(dim=1, descending=True)
-        s1_walk = s1[:, None] + s1_steps.gather(1, order).cumsum(dim=1)
-        s2_walk = s2[:, None] + s2_steps.gather(1, order).cumsum(dim=1)
+        if mask is not None:
+            breakpoints = torch.where(mask.repeat_interleave(len(lower), dim=1), breakpoints, -1.0)
+        ordered, order = breakpoints.sort(dim=1, descending=True)
+        s2_steps = (upper**2 - lower**2)[order % len(lower)] * (ordered >= 0)
+        s1_walk = s1[:, None] + (ordered * s2_steps / 2).cumsum(dim=1)
+        s2_walk = s2[:, None] + s2_steps.cumsum(dim=1)
         best = _explained(s1_walk, s2_walk).argmax(dim=1, keepdim=True)
         walk_s1, walk_s2 = s1_walk.gather(1, best)[:, 0], s2_walk.gather(1, best)[:, 0]
         walk_is_better = _explained(walk_s1, walk_s2) > _explained(s1, s2)

@@ -184,6 +184,8 @@ class PruneConfig:
             raise ValueError(f"finetune_steps_per_pruning_step cannot be negative, got {steps}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if isinstance(self.skip_layers, str):
+            raise ValueError(f"skip_layers is a tuple of layer names, got the string {self.skip_layers!r}")
         self.skip_layers = tuple(self.skip_layers)
 
     @property

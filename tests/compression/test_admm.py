@@ -1,0 +1,203 @@
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from compression.admm import AdmmQuantConfig, quantize_, weight_quantization  # noqa: E402
+from compression.codebooks import codebook_levels  # noqa: E402
+from compression.pruning import squash_masks_  # noqa: E402
+from model_store.ir import Codebook  # noqa: E402
+
+
+def tiny_conv_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    )
+
+
+def conv_regression_task() -> tuple[list, callable]:
+    """Batches and loss of a tiny dense-prediction task: reproduce a random conv net's output map."""
+    generator = torch.Generator().manual_seed(1)
+    teacher = tiny_conv_net().eval()
+    for parameter in teacher.parameters():
+        parameter.data.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+    inputs = torch.randn(64, 3, 8, 8, generator=generator)
+    with torch.no_grad():
+        targets = teacher(inputs)
+    batches = [(inputs[i : i + 16], targets[i : i + 16]) for i in range(0, 64, 16)]
+    return batches, lambda model, batch: ((model(batch[0]) - batch[1]) ** 2).mean()
+
+
+def assert_exactly_in_codebook(module: nn.Module, codebook: Codebook) -> None:
+    quantization = weight_quantization(module)
+    assert quantization is not None
+    found_codebook, codes, alpha = quantization
+    assert found_codebook is codebook
+    assert codes.dtype == torch.int8 and codes.shape == module.weight.shape
+    assert alpha.dtype == torch.float32 and alpha.shape == (module.weight.shape[0],)
+    assert set(codes.unique().tolist()) <= set(codebook_levels(codebook).tolist())
+    assert torch.equal(module.weight.data, alpha.reshape(-1, *[1] * (codes.ndim - 1)) * codes.float())
+    assert not module.weight.requires_grad
+
+
+def test_data_free_quantization_projects_every_layer_without_training():
+    model = tiny_conv_net()
+    batch_norm_before = copy.deepcopy(model[1].state_dict())
+    events = []
+
+    report = quantize_(model, AdmmQuantConfig(), progress=events.append)
+
+    assert report.data_free and report.loss_history == []
+    assert_exactly_in_codebook(model[0], Codebook.INT8)  # reads the input
+    assert_exactly_in_codebook(model[3], Codebook.POW2_4)
+    assert_exactly_in_codebook(model[6], Codebook.INT8)  # writes the output
+    for name, value in model[1].state_dict().items():
+        assert torch.equal(value, batch_norm_before[name])
+    assert [layer.codebook for layer in report.layers] == [Codebook.INT8, Codebook.POW2_4, Codebook.INT8]
+    assert 0.1 < report.layers[1].residual < 0.5  # a 3-bit projection's relative error
+    assert events[-1].phase == "project" and events[-1].loss is None
+    assert weight_quantization(model[1]) is None
+
+
+def test_layer_plan_honours_overrides_and_the_boundary_switch():
+    model = tiny_conv_net()
+    config = AdmmQuantConfig(
+        codebook="ternary", int8_boundary_layers=False, int8_layers=("3",), layer_codebooks={"6": "pow2-2"}
+    )
+
+    assert config.layer_codebook_plan(model) == {"0": Codebook.TERNARY, "3": Codebook.INT8, "6": Codebook.POW2_2}
+
+
+def test_admm_reduces_the_residual_and_ends_exactly_in_the_codebook():
+    batches, loss_fn = conv_regression_task()
+    model = tiny_conv_net().eval()
+    batch_norm_weight = model[1].weight.detach().clone()
+    config = AdmmQuantConfig(
+        codebook=Codebook.TERNARY,
+        admm_steps=60,
+        steps_per_projection=3,
+        rho=0.01,
+        rho_growth=1.3,
+        learning_rate=1e-2,
+        finetune_steps=10,
+        finetune_learning_rate=1e-2,
+        progress_every=5,
+    )
+    events = []
+
+    report = quantize_(model, config, batches, loss_fn, progress=events.append)
+
+    ternary = report.layers[1]
+    assert ternary.codebook is Codebook.TERNARY
+    assert len(ternary.residual_history) == 1 + 60 // 3
+    assert ternary.residual < ternary.residual_history[0] / 20
+    assert ternary.residual_history[-3:] < ternary.residual_history[:3]
+    assert_exactly_in_codebook(model[3], Codebook.TERNARY)
+    assert_exactly_in_codebook(model[0], Codebook.INT8)
+    assert len(report.admm_loss_history) == 60 and len(report.finetune_loss_history) == 10
+    assert not torch.equal(model[1].weight.detach(), batch_norm_weight)  # the float parts were fine-tuned
+    assert [event.step for event in events if event.phase == "admm"] == list(range(5, 61, 5))
+    assert [event.step for event in events if event.phase == "finetune"] == [5, 10]
+    assert not model.training
+
+
+def test_admm_beats_plain_projection_on_a_task_with_a_quantized_solution():
+    generator = torch.Generator().manual_seed(0)
+    # Correlated inputs: the Euclidean projection of a perturbed weight is far from the loss's best codes.
+    mixing = torch.eye(12) + 0.7 * torch.randn(12, 12, generator=generator)
+    inputs = torch.randn(256, 12, generator=generator) @ mixing
+    teacher = nn.Linear(12, 3)
+    teacher.weight.data = 0.5 * torch.randint(-1, 2, (3, 12), generator=generator).float()
+    teacher.bias.data.zero_()
+    targets = teacher(inputs).detach()
+    batches = [(inputs[i : i + 32], targets[i : i + 32]) for i in range(0, 256, 32)]
+
+    def loss_fn(model, batch):
+        return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+    student = copy.deepcopy(teacher)
+    student.weight.data += 0.3 * torch.randn(3, 12, generator=generator)
+    config = AdmmQuantConfig(
+        codebook=Codebook.TERNARY,
+        int8_boundary_layers=False,
+        admm_steps=150,
+        rho=0.01,
+        rho_growth=1.15,
+        learning_rate=1e-2,
+        finetune_steps=0,
+    )
+    projected, trained = copy.deepcopy(student), copy.deepcopy(student)
+
+    quantize_(projected, config)
+    report = quantize_(trained, config, batches, loss_fn)
+
+    with torch.no_grad():
+        projected_loss, trained_loss = loss_fn(projected, (inputs, targets)), loss_fn(trained, (inputs, targets))
+    assert trained_loss < 0.1 * projected_loss
+    assert report.layers[0].residual < 0.01 * report.layers[0].residual_history[0]
+    assert_exactly_in_codebook(trained, Codebook.TERNARY)
+
+
+def test_squashed_masks_are_respected_while_training():
+    batches, loss_fn = conv_regression_task()
+    model = tiny_conv_net()
+    mask = torch.rand(model[3].weight.shape, generator=torch.Generator().manual_seed(2)) > 0.6
+    model[3].weight.data *= mask
+    model[3].register_buffer("weight_mask", mask)
+    model[3].weight.data += ~mask * 0.5  # revived by some training after squashing: the mask still wins
+    config = AdmmQuantConfig(admm_steps=6, steps_per_projection=2, learning_rate=1e-2, finetune_steps=2)
+
+    quantize_(model, config, batches, loss_fn)
+
+    _, codes, _ = weight_quantization(model[3])
+    assert (codes[~mask] == 0).all() and (model[3].weight[~mask] == 0).all()
+    assert (codes[mask] != 0).float().mean() > 0.5
+
+
+def test_a_pruned_layer_cannot_take_the_binary_codebook():
+    model = tiny_conv_net()
+    model[3].register_buffer("weight_mask", torch.ones_like(model[3].weight, dtype=torch.bool))
+    squash_masks_(model)
+
+    with pytest.raises(ValueError, match=r"pruned but assigned the binary codebook"):
+        quantize_(model, AdmmQuantConfig(codebook=Codebook.BINARY))
+    assert weight_quantization(model[3]) is None and model[3].weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"codebook": "int4"}, "is not a codebook"),
+        ({"layer_codebooks": {"3": "pow2-3"}}, "3: 'pow2-3' is not a codebook"),
+        ({"admm_steps": -1}, "admm_steps cannot be negative"),
+        ({"steps_per_projection": 0}, "steps_per_projection must be at least 1"),
+        ({"rho": 0.0}, "rho must be positive"),
+        ({"learning_rate": float("nan")}, "learning_rate must be positive"),
+        ({"rho_growth": 0.9}, "rho_growth must be at least 1"),
+        ({"int8_layers": "stem.0"}, "int8_layers is a tuple of layer names"),
+    ],
+)
+def test_config_rejects_what_cannot_run(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        AdmmQuantConfig(**arguments)
+
+
+def test_quantize_rejects_unknown_layers_and_half_the_training_inputs():
+    with pytest.raises(ValueError, match=r"name no Conv2d or Linear of the model: \['head'\]"):
+        quantize_(tiny_conv_net(), AdmmQuantConfig(int8_layers=("head",)))
+    with pytest.raises(ValueError, match="pass both data and loss_fn"):
+        quantize_(tiny_conv_net(), AdmmQuantConfig(), data=[torch.zeros(1)])
+    with pytest.raises(ValueError, match="must return a scalar tensor"):
+        quantize_(tiny_conv_net(), AdmmQuantConfig(), [torch.zeros(2, 3, 4, 4)], lambda model, batch: model(batch))
+    with pytest.raises(ValueError, match="yielded no batch"):
+        quantize_(tiny_conv_net(), AdmmQuantConfig(), [], lambda model, batch: model(batch).sum())
