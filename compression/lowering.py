@@ -149,7 +149,8 @@ def lower(
     if not 1 <= int8_max_code <= INT8_MAX_CODE:
         raise ValueError(f"int8_max_code lies in [1, {INT8_MAX_CODE}], got {int8_max_code}")
     folded = fold_batch_norm(model)
-    ShapeProp(folded).propagate(torch.zeros(tuple(example_input_shape)))
+    with torch.no_grad():
+        ShapeProp(folded).propagate(torch.zeros(tuple(example_input_shape)))
     builder = _IRBuilder(folded, ranges, input_quant, int8_max_code)
     for node in folded.graph.nodes:
         builder.add(node)
@@ -238,7 +239,10 @@ class _IRBuilder:
             raise ValueError(f"conv {node.name!r}: the IR has zero padding and no dilation")
         activation, last = self._activation_output(node)
         output = self._tensor(node, activation_quant(last.name, self.ranges, activation), last)
-        codebook, codes, alpha = conv_weight_codes(conv, self.int8_max_code)
+        try:
+            codebook, codes, alpha = conv_weight_codes(conv, self.int8_max_code)
+        except ValueError as error:
+            raise ValueError(f"conv {node.name!r}: {error}") from None
         input_quant = self.tensors[source].quant
         bias = conv.bias.detach().double().numpy() if conv.bias is not None else np.zeros(len(codes))
         bias_codes = _round_half_away(bias / (input_quant.scale * alpha.astype(np.float64)))

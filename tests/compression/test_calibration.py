@@ -79,7 +79,7 @@ def test_min_max_ranges_contain_every_value_of_every_tensor(model, batches):
         assert ranges[name] == pytest.approx((low, high)), name
 
 
-def test_percentile_ranges_clip_only_the_tails(model, batches):
+def test_percentile_ranges_are_the_percentiles_of_all_values_of_all_batches(model, batches):
     full = calibrate(model, batches, percentile=100.0)
     clipped = calibrate(model, batches, percentile=99.0)
 
@@ -90,8 +90,22 @@ def test_percentile_ranges_clip_only_the_tails(model, batches):
     for name, chunks in values.items():
         data = np.concatenate(chunks)
         low, high = clipped[name]
+        assert (low, high) == pytest.approx(tuple(np.percentile(data, [1.0, 99.0])), rel=1e-6, abs=1e-7), name
         assert full[name][0] <= low <= high <= full[name][1]
-        assert np.mean((data >= low) & (data <= high)) >= 0.979
+
+
+def test_percentiles_hold_when_one_batch_has_all_the_extremes():
+    # A bright scene among dark ones: every value above the 99th percentile lies in the first batch.
+    generator = torch.Generator().manual_seed(3)
+    scenes = [torch.rand(1, 1, 256, 256, generator=generator) * scale for scale in (10.0, 1.0, 1.0, 1.0)]
+    net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+
+    ranges = calibrate(net, scenes, percentile=99.0)
+
+    everything = torch.cat(scenes).numpy()
+    assert ranges["_1"] == pytest.approx(tuple(np.percentile(everything, [1.0, 99.0])), rel=1e-6)
 
 
 def test_ranges_name_the_folded_graph_tensors_the_lowering_reads(model, batches):
