@@ -76,18 +76,22 @@ def compress(
 ) -> CompressionResult:
     """Compress a copy of `model` (the original is untouched).
 
-    `data` and `loss_fn` go to pruning and ADMM (data-dependent mode); `calibration` is a few input
-    batches for the activation ranges. With `config.data_free` both are ignored (and may be absent).
+    `data` and `loss_fn` go to pruning and ADMM; without them weights are only projected (and pruned by
+    magnitude). `calibration` is a few input batches for the activation ranges. With `config.data_free`
+    all three are ignored: projection, magnitude pruning and ranges from the batch-norm statistics.
     `metric`, if given, is measured on the float model before and on the integer IR after.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if config.data_free:
         data = loss_fn = None
-    elif data is None or loss_fn is None:
-        raise ValueError("data-dependent compression needs data and loss_fn; set data_free=True to compress without")
     elif not calibration:
-        raise ValueError("data-dependent compression needs calibration batches for the activation ranges")
+        raise ValueError(
+            "compression with data needs calibration batches for the activation ranges; "
+            "set data_free=True to take them from the batch-norm statistics instead"
+        )
+    if (data is None) != (loss_fn is None):
+        raise ValueError("data and loss_fn come together: training needs both, projection-only compression neither")
     report_phase = _phase_reporter(progress)
 
     original = model

@@ -132,12 +132,12 @@ def test_data_dependent_compression_prunes_quantizes_reports_progress_and_measur
     assert "| layer | codebook |" in report.markdown()
 
 
-def test_data_dependent_compression_without_its_inputs_is_refused(trained):
+def test_compression_with_data_but_without_calibration_or_loss_is_refused(trained):
     config = CompressConfig(input_shape=INPUT_SHAPE)
-    with pytest.raises(ValueError, match="needs data and loss_fn"):
-        compress(trained, config)
     with pytest.raises(ValueError, match="calibration batches"):
         compress(trained, config, data=_batches(2), loss_fn=_loss)
+    with pytest.raises(ValueError, match="come together"):
+        compress(trained, config, data=_batches(2), calibration=[torch.rand(2, 3, 16, 16)])
 
 
 @pytest.mark.parametrize(
