@@ -341,7 +341,11 @@ def _write_tar(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def _tar_header(name: str, size: int) -> bytes:
-    """The one ustar header the writer emits for a member: mode 0644, owner 0, mtime 0 (reproducible bytes)."""
+    """The one ustar header a package member may have: mode 0644, owner 0, mtime 0, no names or device numbers.
+
+    Fixed values make a package's bytes a function of its contents; they are what Python's tarfile writes for such
+    a member, so `tar` and `tarfile` list and extract packages as they are.
+    """
     header = bytearray(TAR_BLOCK)
     for offset, value in (
         (0, name.encode()),
@@ -354,8 +358,6 @@ def _tar_header(name: str, size: int) -> bytes:
         (156, b"0"),
         (257, b"ustar\0"),
         (263, b"00"),
-        (329, b"0000000\0"),
-        (337, b"0000000\0"),
     ):
         header[offset : offset + len(value)] = value
     header[148:156] = b"%06o\0 " % sum(header)
