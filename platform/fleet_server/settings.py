@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "fleet_server.tenants",
     "fleet_server.devices",
+    "fleet_server.registry",
     "fleet_server.mqtt_bridge",
     "fleet_server.console",
     "fleet_server.demo",
@@ -193,6 +194,19 @@ TELEMETRY_RETENTION_HOURS = get_int("TELEMETRY_RETENTION_HOURS", 7 * 24)
 CLAIM_TOKEN_DEFAULT_TTL_HOURS = get_int("CLAIM_TOKEN_DEFAULT_TTL_HOURS", 24)
 COMMAND_DEFAULT_TTL_S = get_int("COMMAND_DEFAULT_TTL_S", 24 * 3600)
 
+# --- model registry ----------------------------------------------------------------------------
+# Content-addressed blobs (uploaded checkpoints, encrypted packages) and the Ed25519 signing keys.
+BLOB_STORE_ROOT = Path(get_str("BLOB_STORE_ROOT", str(DATA_DIR / "blobs")))
+MODEL_SIGNING_KEYRING_DIR = Path(get_str("MODEL_SIGNING_KEYRING_DIR", str(DATA_DIR / "signing-keys")))
+MODEL_UPLOAD_MAX_BYTES = get_int("MODEL_UPLOAD_MAX_BYTES", 200 * 1024 * 1024)
+# Packages' content keys are stored AES-GCM-sealed under a key derived (HKDF) from this secret. Its own
+# setting so that rotating SECRET_KEY does not make every stored package undeployable.
+PACKAGE_KEY_SECRET = get_str("PACKAGE_KEY_SECRET", "") or SECRET_KEY
+# A running compression job whose worker has not beaten for this long is failed as "worker lost".
+COMPRESSION_HEARTBEAT_TIMEOUT_S = get_float("COMPRESSION_HEARTBEAT_TIMEOUT_S", 120.0)
+COMPRESSION_PROGRESS_INTERVAL_S = get_float("COMPRESSION_PROGRESS_INTERVAL_S", 0.5)
+COMPRESSION_TIME_LIMIT_S = get_int("COMPRESSION_TIME_LIMIT_S", 6 * 3600)
+
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = get_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -226,6 +240,11 @@ CELERY_BEAT_SCHEDULE = {
     "expire-commands": {"task": "fleet_server.devices.tasks.expire_commands_task", "schedule": 60.0},
     "prune-outbox": {"task": "fleet_server.mqtt_bridge.tasks.prune_outbox_task", "schedule": 3600.0},
     "prune-telemetry": {"task": "fleet_server.devices.tasks.prune_telemetry_task", "schedule": 3600.0},
+    "fail-lost-compression-jobs": {
+        "task": "fleet_server.registry.tasks.fail_lost_compression_jobs_task",
+        "schedule": min(60.0, max(1.0, COMPRESSION_HEARTBEAT_TIMEOUT_S / 2)),
+    },
+    "collect-blob-garbage": {"task": "fleet_server.registry.tasks.collect_blob_garbage_task", "schedule": 3600.0},
 }
 
 # --- logging -----------------------------------------------------------------------------------

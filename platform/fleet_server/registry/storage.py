@@ -1,0 +1,16 @@
+"""Where the registry keeps its bytes and its signing keys, as configured in settings."""
+
+from django.conf import settings
+
+from model_store.crypto import Keyring
+
+
+def blob_store():
+    """The content-addressed store of uploaded checkpoints and encrypted packages."""
+    from model_store.storage import FileSystemBlobStore
+
+    return FileSystemBlobStore(settings.BLOB_STORE_ROOT)
+
+
+def signing_keyring() -> Keyring:
+    return Keyring(settings.MODEL_SIGNING_KEYRING_DIR)
