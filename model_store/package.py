@@ -12,7 +12,7 @@ import math
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import PurePosixPath
@@ -114,14 +114,10 @@ class Manifest:
     min_agent_version: str
     signer_key_id: str
     created_at: str
-    package_format: int = field(default=PACKAGE_FORMAT)
+    package_format: int = PACKAGE_FORMAT
 
     def __post_init__(self):
-        if self.package_format != PACKAGE_FORMAT or isinstance(self.package_format, bool):
-            raise PackageError(
-                f"manifest: package format {self.package_format!r} is not supported (this reader knows "
-                f"{PACKAGE_FORMAT})"
-            )
+        _check_package_format(self.package_format)
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise PackageError(f"manifest: name {self.name!r} must be 1-128 letters, digits, '.', '_' or '-'")
         if not _is_int(self.version) or not 1 <= self.version < 2**63:
@@ -138,6 +134,7 @@ class Manifest:
         if not isinstance(self.signer_key_id, str) or not _KEY_ID.fullmatch(self.signer_key_id):
             raise PackageError(f"manifest: signer_key_id {self.signer_key_id!r} must be 16 lowercase hex digits")
         _check_created_at(self.created_at)
+        # compression and the extra input keys are free-form: they must still encode as canonical JSON
         canonical_manifest_bytes(self)
 
     def to_dict(self) -> dict:
@@ -147,11 +144,8 @@ class Manifest:
     def from_dict(cls, data: Mapping) -> "Manifest":
         if not isinstance(data, Mapping):
             raise PackageError(f"manifest: must be a JSON object, got {type(data).__name__}")
-        if data.get("package_format") != PACKAGE_FORMAT:
-            raise PackageError(
-                f"manifest: package format {data.get('package_format')!r} is not supported (this reader knows "
-                f"{PACKAGE_FORMAT})"
-            )
+        # the format first: another format may have other fields
+        _check_package_format(data.get("package_format"))
         expected = {item.name for item in fields(cls)}
         if unknown := sorted(set(data) - expected):
             raise PackageError(f"manifest: unknown fields {unknown}")
@@ -245,13 +239,11 @@ def build_package(
         name=name,
         version=version,
         task=task,
-        labels=list(labels) if isinstance(labels, list | tuple) else labels,
-        input=dict(input_spec) if isinstance(input_spec, Mapping) else input_spec,
-        compression=dict(compression) if isinstance(compression, Mapping) else compression,
-        files={
-            member: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for member, data in payload.items()
-        },
-        runtimes=list(runtimes) if isinstance(runtimes, list | tuple) else runtimes,
+        labels=_as_plain_json(labels, "labels"),
+        input=_as_plain_json(input_spec, "input_spec"),
+        compression=_as_plain_json(compression, "compression"),
+        files={member: _file_entry(data) for member, data in payload.items()},
+        runtimes=_as_plain_json(runtimes, "runtimes"),
         min_agent_version=min_agent_version,
         signer_key_id=signing_key.key_id,
         created_at=created_at.astimezone(UTC).strftime(_CREATED_AT),
@@ -303,10 +295,10 @@ def check_version(manifest_version: int, installed_version: int | None, rollback
     retried after a lost ack): the registry never signs two packages with one name and version, so the signature
     binds that pair to one content. A lower version is refused unless the command is an explicit rollback.
     """
-    if not _is_int(manifest_version) or manifest_version < 1:
-        raise PackageError(f"version: {manifest_version!r} is not a package version (an integer >= 1)")
+    _check_package_version(manifest_version)
     if installed_version is None:
         return VersionChange.INSTALL
+    _check_package_version(installed_version)
     if manifest_version > installed_version:
         return VersionChange.UPGRADE
     if manifest_version == installed_version:
@@ -319,9 +311,16 @@ def check_version(manifest_version: int, installed_version: int | None, rollback
     )
 
 
+def _check_package_version(version) -> None:
+    if not _is_int(version) or version < 1:
+        raise PackageError(f"version: {version!r} is not a package version (an integer >= 1)")
+
+
 def check_agent_version(min_agent_version: str, agent_version: str) -> None:
     """Refuse a package that needs a newer agent than `agent_version` (its leading dotted numbers compare)."""
-    running = re.match(r"\d+(\.\d+)*", agent_version or "")
+    if not isinstance(min_agent_version, str) or not _AGENT_VERSION.fullmatch(min_agent_version):
+        raise PackageError(f"min_agent_version: {min_agent_version!r} must look like '1.2.3'")
+    running = re.match(r"\d+(\.\d+)*", agent_version) if isinstance(agent_version, str) else None
     if not running:
         raise PackageError(f"min_agent_version: agent version {agent_version!r} does not start with numbers")
     needed = [int(part) for part in min_agent_version.split(".")]
@@ -468,6 +467,11 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return value
 
 
+def _check_package_format(value) -> None:
+    if value != PACKAGE_FORMAT or isinstance(value, bool):
+        raise PackageError(f"manifest: package format {value!r} is not supported (this reader knows {PACKAGE_FORMAT})")
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -527,6 +531,14 @@ def _check_input_matches_model(spec: dict, model: Model) -> None:
     expected = list(model.tensors[model.inputs[0]].shape)
     if spec["shape"][1:] != expected:
         raise PackageError(f"input: shape {spec['shape']} does not match the model's input [N, {expected}]")
+
+
+def _as_plain_json(value, what: str):
+    """`value` as the manifest reader will see it (tuples become lists), or PackageError if JSON cannot hold it."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise PackageError(f"{what}: must be plain JSON (objects, lists, strings, finite numbers): {error}") from None
 
 
 def _file_entry(data: bytes) -> dict:

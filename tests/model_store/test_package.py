@@ -176,6 +176,15 @@ def test_the_same_inputs_build_the_same_bytes(package, package_args):
     assert build_package(**package_args) == package
 
 
+def test_a_manifest_reads_back_equal_to_the_one_built_from_tuples(package_args, trusted):
+    built = build_package(
+        **package_args | {"labels": ("car", "person"), "input_spec": INPUT_SPEC | {"shape": (1, 3, 8, 12)}}
+    )
+    manifest = read_package(built, trusted).manifest
+    assert manifest.labels == ["car", "person"] and manifest.input["shape"] == [1, 3, 8, 12]
+    assert Manifest.from_dict(json.loads(canonical_manifest_bytes(manifest))) == manifest
+
+
 def test_the_canonical_header_is_the_one_pythons_tarfile_writes(package):
     members = members_of(package)
     assert canonical_tar([(name, members[name]) for name in MEMBER_NAMES]) == package
@@ -394,8 +403,9 @@ def test_an_encrypted_package_round_trips_through_a_device_key(package, trusted)
         ({"selftest": {"frames": np.array([object()])}}, "selftest.npz: array 'frames' holds Python objects"),
         ({"selftest": {"../x": np.zeros(2)}}, "selftest.npz: array name '../x'"),
         ({"input_spec": INPUT_SPEC | {"shape": [1, 3, 16, 16]}}, "input: shape [1, 3, 16, 16] does not match"),
-        ({"compression": {"ratio": float("nan")}}, "manifest: must be plain JSON"),
-        ({"compression": {"layers": np.int64(3)}}, "manifest: must be plain JSON"),
+        ({"compression": {"ratio": float("nan")}}, "compression: must be plain JSON"),
+        ({"compression": {"layers": np.int64(3)}}, "compression: must be plain JSON"),
+        ({"labels": ("car", "car")}, "manifest: labels has duplicates"),
         ({"version": 0}, "manifest: version 0"),
         ({"signing_key": "key"}, "signing key must be a SigningKey"),
         ({"created_at": datetime(2025, 1, 1)}, "created_at must be a timezone-aware datetime"),
@@ -437,6 +447,8 @@ def test_check_version_allows_upgrades_and_resends_and_lower_versions_only_as_ro
         check_version(3, 4)
     with pytest.raises(PackageError, match="version: 0 is not a package version"):
         check_version(0, None)
+    with pytest.raises(PackageError, match="version: '4' is not a package version"):
+        check_version(5, "4")
 
 
 def test_check_agent_version_compares_dotted_numbers():
@@ -448,6 +460,8 @@ def test_check_agent_version_compares_dotted_numbers():
         check_agent_version("0.10.0", "0.9.9")
     with pytest.raises(PackageError, match="does not start with numbers"):
         check_agent_version("1.0", "unknown")
+    with pytest.raises(PackageError, match="min_agent_version: 'next' must look like"):
+        check_agent_version("next", "1.0")
 
 
 @settings(max_examples=500, deadline=None)
