@@ -310,15 +310,12 @@ def _training_batches(batch_size: int, frames: int):
 
 
 def _detector_loss(model, batch):
-    import torch
-
     from smartpark.train import _to_training_input, centernet_loss
 
+    # fp32, unlike the training script's bfloat16 autocast: that is faster only on CPUs with AVX512-BF16
+    # and several times slower on the AVX2 workers a platform is as likely to run on.
     batch = dict(batch)
-    images = _to_training_input(batch.pop("image"))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = model(images)
-    loss, _ = centernet_loss(outputs, batch)
+    loss, _ = centernet_loss(model(_to_training_input(batch.pop("image"))), batch)
     return loss
 
 

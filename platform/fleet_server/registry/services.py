@@ -5,6 +5,7 @@ a worker) lives in ``compression_jobs``; this module queues, cancels and sweeps 
 """
 
 import logging
+import os
 import uuid
 from datetime import datetime, timedelta
 from typing import IO
@@ -26,12 +27,16 @@ from fleet_server.registry.models import (
     Package,
 )
 from fleet_server.registry.storage import blob_store
+from model_store.storage import BlobTooLarge
 
 logger = logging.getLogger(__name__)
 
 MAX_LABELS = checkpoints.MAX_CLASSES
 MAX_LABEL_LENGTH = 64
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# A blob is stored a moment before the row that references it commits (an upload, a package): garbage
+# collection leaves unreferenced blobs younger than this alone.
+BLOB_GC_GRACE_S = 3600.0
 
 
 class RegistryError(ValueError):
@@ -80,11 +85,17 @@ def register_version(
 ) -> ModelVersion:
     """Check an uploaded checkpoint (path or seekable binary file), store it and number it in its family.
 
-    A file that does not load, build and run as a detector of the family's labels raises CheckpointError
-    and stores nothing.
+    A file that does not load, build and run as a detector of the family's labels raises CheckpointError,
+    one over MODEL_UPLOAD_MAX_BYTES RegistryError; neither stores anything.
     """
+    limit = settings.MODEL_UPLOAD_MAX_BYTES
+    if _file_size(upload) > limit:
+        raise RegistryError(f"the file is larger than the limit of {limit:,} bytes (MODEL_UPLOAD_MAX_BYTES)")
     info = checkpoints.inspect_checkpoint(upload, labels=family.labels, input_shape=input_shape)
-    digest = _store_upload(upload)
+    try:
+        digest = _store_upload(upload)
+    except BlobTooLarge:  # the file grew since it was checked
+        raise RegistryError(f"the file is larger than the limit of {limit:,} bytes (MODEL_UPLOAD_MAX_BYTES)") from None
     size = blob_store().size(digest)
     with transaction.atomic():
         family = ModelFamily.objects.select_for_update().get(pk=family.pk)
@@ -106,6 +117,15 @@ def register_version(
         )
     logger.info("registered %s (%d parameters, blob %s)", version, info.parameters, digest[:12])
     return version
+
+
+def _file_size(upload: str | IO[bytes]) -> int:
+    if isinstance(upload, str):
+        return os.path.getsize(upload)
+    upload.seek(0, os.SEEK_END)
+    size = upload.tell()
+    upload.seek(0)
+    return size
 
 
 def _store_upload(upload: str | IO[bytes]) -> str:
@@ -201,6 +221,6 @@ def referenced_blobs() -> set[str]:
     return set(versions) | set(packages)
 
 
-def collect_blob_garbage() -> int:
+def collect_blob_garbage(min_age_s: float = BLOB_GC_GRACE_S) -> list[str]:
     """Delete blobs no version or package row references (left by failed uploads or rolled-back jobs)."""
-    return blob_store().collect_garbage(referenced_blobs())
+    return blob_store().collect_garbage(referenced_blobs(), min_age_s=min_age_s)

@@ -3,12 +3,11 @@
 from django.conf import settings
 
 from model_store.crypto import Keyring
+from model_store.storage import FileSystemBlobStore
 
 
-def blob_store():
+def blob_store() -> FileSystemBlobStore:
     """The content-addressed store of uploaded checkpoints and encrypted packages."""
-    from model_store.storage import FileSystemBlobStore
-
     return FileSystemBlobStore(settings.BLOB_STORE_ROOT)
 
 

@@ -33,7 +33,7 @@ def fail_lost_compression_jobs_task() -> int:
 
 @shared_task(ignore_result=True)
 def collect_blob_garbage_task() -> int:
-    count = services.collect_blob_garbage()
-    if count:
-        logger.info("deleted %d unreferenced blob(s)", count)
-    return count
+    deleted = services.collect_blob_garbage()
+    if deleted:
+        logger.info("deleted %d unreferenced blob(s)", len(deleted))
+    return len(deleted)

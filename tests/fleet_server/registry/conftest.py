@@ -3,6 +3,7 @@ import io
 import pytest
 import torch
 
+from fleet_server.registry import services
 from smartpark.detector import DEFAULT_CHECKPOINT
 
 LABELS = ["vehicle", "person"]
@@ -15,6 +16,15 @@ def registry_dirs(settings, tmp_path):
     settings.MODEL_SIGNING_KEYRING_DIR = tmp_path / "signing-keys"
     settings.COMPRESSION_PROGRESS_INTERVAL_S = 0.0
     return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Two threads on a machine shared with other work are many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -31,20 +41,29 @@ def torch_file(payload) -> io.BytesIO:
 
 @pytest.fixture
 def family(tenant):
-    from fleet_server.registry import services
-
     return services.create_family(tenant, "lot-detector", LABELS)
 
 
 @pytest.fixture
 def other_family(other_tenant):
-    from fleet_server.registry import services
-
     return services.create_family(other_tenant, "rival-detector", LABELS)
 
 
 @pytest.fixture
 def model_version(family, checkpoint_bytes):
-    from fleet_server.registry import services
-
     return services.register_version(family, io.BytesIO(checkpoint_bytes), filename="detector.pt")
+
+
+# The smallest jobs that still run every phase: a few training steps on single frames.
+TINY = {
+    "int8": {"calibration_frames": 2, "eval_frames_per_condition": 0, "selftest_frames": 2},
+    "data-free": {"eval_frames_per_condition": 0, "selftest_frames": 1},
+    "3-bit": {
+        "admm_steps": 3, "finetune_steps": 1, "batch_size": 1, "calibration_frames": 2,
+        "eval_frames_per_condition": 0, "selftest_frames": 1,
+    },
+    "3-bit-sparse": {
+        "admm_steps": 2, "finetune_steps": 1, "pruning_steps": 2, "finetune_steps_per_pruning_step": 1,
+        "batch_size": 1, "calibration_frames": 2, "eval_frames_per_condition": 0, "selftest_frames": 1,
+    },
+}  # fmt: skip

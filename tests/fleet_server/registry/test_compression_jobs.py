@@ -1,0 +1,124 @@
+"""A worker running compression jobs: progress, the signed and encrypted package, cancel, failures."""
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from django.db import connections
+
+from fleet_server.registry import services
+from fleet_server.registry.compression_jobs import RUNTIMES, run_job
+from fleet_server.registry.models import CompressionJob, JobStatus, Package
+from fleet_server.registry.storage import blob_store, signing_keyring
+from model_store import reference
+from model_store.crypto import decrypt_package
+from model_store.package import read_package
+from tests.fleet_server.registry.conftest import LABELS, TINY
+from tests.helpers import wait_until
+
+
+def _open_package(package: Package):
+    ciphertext = blob_store().read(package.blob_sha256)
+    plaintext = decrypt_package(ciphertext, services.package_content_key(package))
+    return read_package(plaintext, signing_keyring().public_keys())
+
+
+def test_an_int8_job_produces_a_signed_encrypted_package_with_a_selftest(model_version):
+    job = services.start_compression_job(model_version, "int8", TINY["int8"], enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.step == job.total > 0 and job.finished_at and job.heartbeat_at
+    assert job.report["compression_ratio"] > 3 and "| layer |" in job.report["markdown"]
+    assert {"calibration", "lowering", "packaging"} <= set(job.timings)
+    package = job.package
+    assert (package.version, package.codebook, package.runtimes) == (1, "int8", RUNTIMES)
+    assert package.size_bytes == blob_store().size(package.blob_sha256)
+
+    opened = _open_package(package)
+    manifest = opened.manifest
+    assert (manifest.name, manifest.version, manifest.labels) == ("lot-detector", 1, LABELS)
+    assert manifest.input["shape"] == [1, 3, 240, 320] and manifest.signer_key_id == package.signer_key_id
+    assert manifest.compression["preset"] == "int8" and manifest.to_dict() == package.manifest
+    model = opened.integer_model()
+    selftest = opened.selftest()
+    frames = selftest[model.inputs[0]]
+    assert frames.shape == (2, 3, 240, 320) and frames.dtype == np.uint8
+    outputs = reference.run(model, frames)
+    for name in model.outputs:
+        np.testing.assert_array_equal(outputs[name], selftest[name])
+    # The ciphertext is not the package: without the content key it reads as nothing.
+    assert blob_store().read(package.blob_sha256)[:4] == b"SPEP"
+
+    again = services.start_compression_job(model_version, "data-free", TINY["data-free"], enqueue=False)
+    assert run_job(again.pk) == JobStatus.SUCCEEDED
+    assert Package.objects.get(job=again).version == 2  # monotonic per family, across presets
+
+
+def test_a_pruned_3_bit_job_streams_its_loss_curve(model_version):
+    job = services.start_compression_job(model_version, "3-bit-sparse", TINY["3-bit-sparse"], enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    # 2 pruning steps x 1 step of fine-tuning, 2 ADMM steps, 1 fine-tuning step: one loss each.
+    assert [step for step, _ in job.loss_curve] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(loss) for _, loss in job.loss_curve)
+    assert job.total == 5 + len(["calibration", "lowering", "packaging"])
+    phases = " ".join(job.log)
+    assert "prune" in phases and "admm" in phases and "finetune" in phases
+    package = job.package
+    assert package.codebook == "pow2-4" and job.report["sparsity"] > 0.5
+    assert package.compression_ratio > 20
+
+
+def test_the_metric_is_measured_on_the_integer_model(model_version):
+    config = {**TINY["int8"], "eval_frames_per_condition": 1}
+    job = services.start_compression_job(model_version, "int8", config, enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    package = Package.objects.get(job=job)
+    assert package.metric_name == "mAP50"
+    assert 0 <= package.metric_after <= 1 and 0 <= package.metric_before <= 1
+    assert package.manifest["compression"]["metric_after"] == package.metric_after
+
+
+def test_a_missing_checkpoint_fails_the_job_with_the_reason(model_version):
+    job = services.start_compression_job(model_version, "int8", TINY["int8"], enqueue=False)
+    blob_store().delete(model_version.blob_sha256)
+    assert run_job(job.pk) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "BlobNotFound" in job.error and job.finished_at
+    assert not Package.objects.exists()
+
+
+def test_a_redelivered_message_does_not_run_a_job_again(model_version):
+    job = services.start_compression_job(model_version, "int8", TINY["int8"], enqueue=False)
+    services.cancel_job(job)
+    assert run_job(job.pk) is None
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.started_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_job_stops_it_and_keeps_no_package(family, checkpoint_bytes):
+    model_version = services.register_version(family, io.BytesIO(checkpoint_bytes))
+    config = {**TINY["3-bit"], "admm_steps": 2000}
+    job = services.start_compression_job(model_version, "3-bit", config, enqueue=False)
+    outcome = {}
+
+    def work():
+        try:
+            outcome["status"] = run_job(job.pk)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        wait_until(lambda: CompressionJob.objects.get(pk=job.pk).step >= 2, timeout=60, message="training steps")
+        services.cancel_job(CompressionJob.objects.get(pk=job.pk))
+    finally:
+        worker.join(60)
+    job.refresh_from_db()
+    assert outcome["status"] == JobStatus.CANCELLED
+    assert job.status == JobStatus.CANCELLED and job.error == "cancelled by a user"
+    assert 2 <= job.step < 2000 and not Package.objects.exists()
