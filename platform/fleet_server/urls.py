@@ -14,5 +14,6 @@ urlpatterns = [
     path("api/v1/", include("fleet_server.registry.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("models/", include("fleet_server.registry.console.urls")),
     path("", include("fleet_server.console.urls")),
 ]
