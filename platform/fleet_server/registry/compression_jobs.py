@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +54,11 @@ class JobStopped(Exception):
         self.reason = reason
 
 
-def run_job(job_id: int) -> str | None:
-    """Run a queued job to its end; returns its final status, or None if it was not queued (a redelivery)."""
+def run_job(job_id: int, listener: Callable[["ProgressReporter"], None] | None = None) -> str | None:
+    """Run a queued job to its end; returns its final status, or None if it was not queued (a redelivery).
+
+    `listener`, if given, sees the reporter after every progress event (the CLI prints a progress line).
+    """
     now = timezone.now()
     claimed = CompressionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, worker=f"{socket.gethostname()}:{os.getpid()}"
@@ -63,13 +67,16 @@ def run_job(job_id: int) -> str | None:
         logger.info("compression job %s is not queued (cancelled, finished or running elsewhere): skipped", job_id)
         return None
     job = CompressionJob.objects.select_related("model_version__family").get(pk=job_id)
-    reporter = ProgressReporter(job)
+    reporter = ProgressReporter(job, listener)
     with Heartbeat(job.pk):
         try:
             _compress_and_package(job, reporter)
         except JobStopped as stop:
             reporter.finish(stop.status, stop.reason)
             return stop.status
+        except KeyboardInterrupt:  # Ctrl-C on `manage.py compress_model`
+            reporter.finish(JobStatus.CANCELLED, "interrupted")
+            raise
         except Exception as error:  # whatever breaks, the job ends failed with the reason, never stuck running
             logger.exception("compression job %s failed", job.pk)
             reporter.finish(JobStatus.FAILED, _reason(error))
@@ -93,8 +100,9 @@ class ProgressReporter:
     ``cancel_requested`` back and stops the run by raising JobStopped.
     """
 
-    def __init__(self, job: CompressionJob):
+    def __init__(self, job: CompressionJob, listener: Callable[["ProgressReporter"], None] | None = None):
         self.job_id = job.pk
+        self.listener = listener
         self.preset = presets.get_preset(job.preset)
         self.training_total = presets.training_steps(self.preset, job.config)
         self.later_phases = [
@@ -115,6 +123,11 @@ class ProgressReporter:
         self.seen_admm = False
 
     def __call__(self, progress) -> None:
+        self._record(progress)
+        if self.listener is not None:
+            self.listener(self)
+
+    def _record(self, progress) -> None:
         phase = progress.phase
         if phase == "admm":
             self.seen_admm = True
