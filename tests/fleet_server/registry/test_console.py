@@ -172,3 +172,11 @@ def test_the_report_page_has_the_layer_table_and_chart_data(viewer_web, finished
     assert data["layers"]["names"] == [layer["name"] for layer in layers]
     assert [entry["current"] for entry in data["family"]] == [True, False]
     assert data["family"][0]["ratio"] == round(package.compression_ratio, 2)
+
+
+@pytest.mark.parametrize("model", ["modelfamily", "modelversion", "compressionjob", "package"])
+def test_the_admin_lists_registry_rows_read_only(finished_job, model):
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", password="x"))
+    assert admin.get(f"/admin/registry/{model}/").status_code == 200
+    assert admin.get(f"/admin/registry/{model}/add/").status_code == (200 if model == "modelfamily" else 403)
