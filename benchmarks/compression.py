@@ -80,11 +80,11 @@ def _training_batches(budget_steps: int):
 def _detector_loss(model, batch):
     import torch
 
-    from smartpark.train import _to_training_input, centernet_loss
+    from smartpark.train import _to_training_input, centernet_loss, cpu_has_native_bf16
 
     batch = dict(batch)
     images = _to_training_input(batch.pop("image"))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_native_bf16()):
         outputs = model(images)
     loss, _ = centernet_loss(outputs, batch)
     return loss
@@ -190,7 +190,8 @@ def _detector_rows(budget: Budget, log) -> tuple[list[dict], dict]:
     from smartpark.scenes import render_training_sample
 
     torch.set_num_threads(2)
-    model = load_detector()
+    # channels_last is the layout the detector trains fastest in on CPU (smartpark.train does the same).
+    model = load_detector().to(memory_format=torch.channels_last)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     frames = heldout_frames(budget.frames_per_condition)
     calibration_images = np.stack(
