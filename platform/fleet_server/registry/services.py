@@ -154,13 +154,22 @@ def start_compression_job(
         log=[_log_line(f"queued: preset {preset}, {_describe(config)}")],
     )
     if enqueue:
-        from fleet_server.registry.tasks import run_compression_job_task
-
-        transaction.on_commit(
-            lambda: run_compression_job_task.apply_async(args=[job.pk], task_id=job.celery_task_id),
-            robust=False,
-        )
+        transaction.on_commit(lambda: _send_job(job.pk, job.celery_task_id))
     return job
+
+
+def _send_job(job_id: int, task_id: str) -> None:
+    """Hand the job to Celery; if the broker cannot take it, the job fails now instead of waiting forever."""
+    from fleet_server.registry.tasks import run_compression_job_task
+
+    try:
+        run_compression_job_task.apply_async(args=[job_id], task_id=task_id)
+    except Exception as error:  # kombu and redis raise many kinds for an unreachable broker
+        logger.exception("could not queue compression job %s", job_id)
+        reason = f"could not queue the job (is the Celery broker reachable?): {error}"[:2000]
+        CompressionJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.FAILED, error=reason, finished_at=timezone.now()
+        )
 
 
 def cancel_job(job: CompressionJob) -> CompressionJob:

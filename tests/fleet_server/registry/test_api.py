@@ -179,7 +179,7 @@ def test_operators_start_and_cancel_jobs(operator_client, model_version, django_
     assert response.status_code == 202, response.json()
     assert len(callbacks) == 1  # the Celery task goes out when the transaction commits
     job = response.json()
-    assert (job["status"], job["config"]["admm_steps"]) == ("queued", 5)
+    assert (job["status"], job["config"]["admm_steps"], job["package"]) == ("queued", 5, None)
     cancelled = operator_client.post(f"/api/v1/compression-jobs/{job['id']}/cancel/")
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
     again = operator_client.post(f"/api/v1/compression-jobs/{job['id']}/cancel/")

@@ -2,6 +2,7 @@
 
 import io
 import os
+import subprocess
 import time
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from fleet_server.registry.checkpoints import CheckpointError
 from fleet_server.registry.models import CompressionJob, JobStatus, ModelVersion
 from fleet_server.registry.presets import PresetError
 from fleet_server.registry.storage import blob_store
+from tests.conftest import manage
 
 
 def test_versions_are_numbered_per_family_and_stored_by_digest(family, other_family, checkpoint_bytes):
@@ -104,3 +106,18 @@ def test_garbage_collection_keeps_referenced_and_young_blobs(model_version):
     os.utime(store.path(model_version.blob_sha256), (past, past))
     assert services.collect_blob_garbage() == [orphan]
     assert store.exists(model_version.blob_sha256) and not store.exists(orphan)
+
+
+@pytest.mark.integration
+def test_a_job_the_broker_cannot_take_fails_with_the_reason(model_version, platform_env):
+    # A platform process whose broker is a port nothing listens on queues a job.
+    env = {**platform_env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+    code = (
+        "from fleet_server.registry import services; from fleet_server.registry.models import ModelVersion; "
+        f"services.start_compression_job(ModelVersion.objects.get(pk={model_version.pk}), 'int8')"
+    )
+    result = subprocess.run(manage("shell", "-c", code), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job = CompressionJob.objects.get()
+    assert job.status == JobStatus.FAILED and "could not queue the job" in job.error
+    assert "Connection refused" in job.error or "111" in job.error, job.error

@@ -91,7 +91,7 @@ class ModelVersionUploadSerializer(serializers.Serializer):
 class CompressionJobSummarySerializer(serializers.ModelSerializer):
     family = serializers.CharField(source="model_version.family.name", read_only=True)
     percent = serializers.FloatField(read_only=True)
-    package = serializers.PrimaryKeyRelatedField(read_only=True)
+    package = serializers.SerializerMethodField(help_text="Id of the package the job built, once it succeeded.")
 
     class Meta:
         model = CompressionJob
@@ -113,6 +113,12 @@ class CompressionJobSummarySerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_package(self, job) -> int | None:
+        try:
+            return job.package.pk
+        except Package.DoesNotExist:
+            return None
 
 
 class CompressionJobSerializer(CompressionJobSummarySerializer):
