@@ -4,6 +4,9 @@ The job row is the only channel between the worker and everyone else: the worker
 heartbeat and the loss curve into it (throttled), and reads ``cancel_requested`` back each time. A
 worker that dies stops beating; ``services.fail_lost_jobs`` then ends the job as failed. The training
 and calibration data are rendered smart-park scenes, as in ``benchmarks/compression.py``.
+
+A package's ``selftest.npz`` holds uint8 NCHW frames under the IR's input tensor name and the reference
+executor's outputs for them under the IR's output names: a runtime feeds the one and compares the others.
 """
 
 import hashlib
@@ -355,14 +358,17 @@ def _detection_metric(frames_per_condition: int, version: ModelVersion, reporter
         return None
     from smartpark.detections import LABELS
     from smartpark.evaluate import heldout_frames
+    from smartpark.scenes import FRAME_HEIGHT, FRAME_WIDTH
 
     if tuple(version.family.labels) != tuple(LABELS):
         reporter.log(f"no mAP: the held-out scenes are labelled {', '.join(LABELS)}, this family is not")
         return None
-    frames = heldout_frames(frames_per_condition)
-    if frames[0].image.shape[:2] != tuple(version.input_shape[2:]):
-        reporter.log(f"no mAP: the held-out frames are {frames[0].image.shape[:2]}, the input is {version.input_shape}")
+    if tuple(version.input_shape[2:]) != (FRAME_HEIGHT, FRAME_WIDTH):
+        reporter.log(
+            f"no mAP: the held-out frames are {FRAME_HEIGHT}x{FRAME_WIDTH}, the input is {version.input_shape}"
+        )
         return None
+    frames = heldout_frames(frames_per_condition)
 
     def metric(subject) -> float:
         from torch import nn

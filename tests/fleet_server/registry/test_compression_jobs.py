@@ -71,6 +71,20 @@ def test_a_pruned_3_bit_job_streams_its_loss_curve(model_version):
     assert package.compression_ratio > 20
 
 
+def test_a_smaller_input_shape_gets_frames_resized_to_it(family, checkpoint_bytes):
+    version = services.register_version(family, io.BytesIO(checkpoint_bytes), input_shape=(1, 3, 64, 96))
+    config = {**TINY["int8"], "eval_frames_per_condition": 2}
+    job = services.start_compression_job(version, "int8", config, enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    opened = _open_package(job.package)
+    assert opened.manifest.input["shape"] == [1, 3, 64, 96]
+    model = opened.integer_model()
+    assert opened.selftest()[model.inputs[0]].shape == (2, 3, 64, 96)
+    # The held-out frames are 240x320: no mAP for this input, and the log says why.
+    assert job.package.metric_after is None and any("no mAP" in line for line in job.log)
+
+
 def test_the_metric_is_measured_on_the_integer_model(model_version):
     config = {**TINY["int8"], "eval_frames_per_condition": 1}
     job = services.start_compression_job(model_version, "int8", config, enqueue=False)
