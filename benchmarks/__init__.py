@@ -48,5 +48,11 @@ BENCHMARKS: dict[str, Registration] = {
             "the detector compressed by every method (fp32, ONNX Runtime int8 PTQ, projection, ADMM per codebook, "
             "90 % pruning + ADMM, data-free): mAP of the integer model, compression ratio; digits beside it",
         ),
+        Registration(
+            "model_store",
+            "benchmarks.model_store",
+            "model packages: content-key wraps per second for 10,000 devices vs encrypting per device; "
+            "AES-GCM vs SHA-256; signed build and verified read vs plain tar",
+        ),
     ]
 }
