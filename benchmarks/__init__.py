@@ -54,5 +54,6 @@ BENCHMARKS: dict[str, Registration] = {
             "model packages: content-key wraps per second for 10,000 devices vs encrypting per device; "
             "AES-GCM vs SHA-256; signed build and verified read vs plain tar",
         ),
+        Registration("runtimes", "benchmarks.runtimes", "the agent's cpu-int8 detector vs fp32 ONNX Runtime and torch"),
     ]
 }
