@@ -389,7 +389,9 @@ def run(options: Options) -> Result:
         "ADMM pow2-4 (integer, ONNX Runtime)",
         "fp32 (torch)",
         [
-            Comparison("mAP@0.5", by_method["ADMM pow2-4"]["map50"], fp32["map50"], unit="mAP"),
+            Comparison(
+                "mAP@0.5, in points", 100 * by_method["ADMM pow2-4"]["map50"], 100 * fp32["map50"], unit="points"
+            ),
             Comparison(
                 "model bytes (lower is better)", by_method["ADMM pow2-4"]["model_bytes"], fp32["model_bytes"], unit="B"
             ),
