@@ -10,7 +10,7 @@ from benchmarks.harness import REPO_ROOT, Options, build_record, command_line, n
 
 
 def _parser() -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {r.name:<10} {r.summary}" for r in BENCHMARKS.values())
+    listing = "\n".join(f"  {r.name:<12} {r.summary}" for r in BENCHMARKS.values())
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Run benchmarks; write benchmarks/results/<name>.json and update docs/benchmarks.md.",
