@@ -15,7 +15,6 @@ the codebook comparison on a second dataset; its accuracy is measured on the int
 numpy reference executor.
 """
 
-import io
 import time
 from dataclasses import dataclass, replace
 
@@ -113,29 +112,14 @@ class OrtDetector:
         return decode(heatmap, log_size, offset, image_size=images.shape[1:3], score_threshold=EVAL_SCORE_THRESHOLD)
 
 
-def _fp32_onnx(model) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, 240, 320),),
-        buffer,
-        input_names=["image"],
-        output_names=["heatmap_logits", "log_size", "center_offset"],
-        dynamic_axes={"image": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    return buffer.getvalue()
-
-
 def _peer_int8(model, calibration_images: np.ndarray) -> bytes:
     """ONNX Runtime's static post-training quantization of the fp32 ONNX model: the tool a team would reach for."""
     import os
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from smartpark.detector import export_fp32_onnx
 
     class Frames(CalibrationDataReader):
         def __init__(self):
@@ -149,7 +133,7 @@ def _peer_int8(model, calibration_images: np.ndarray) -> bytes:
     with tempfile.TemporaryDirectory() as workdir:
         source, target = os.path.join(workdir, "fp32.onnx"), os.path.join(workdir, "int8.onnx")
         with open(source, "wb") as file:
-            file.write(_fp32_onnx(model))
+            file.write(export_fp32_onnx(model))
         quantize_static(
             source,
             target,

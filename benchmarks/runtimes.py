@@ -9,7 +9,6 @@ the fp32 detector in torch (``inference_mode``). Batch 1 is the latency a camera
 of a box serving several cameras. Rates are frames per second (higher is better).
 """
 
-import io
 import os
 
 import numpy as np
@@ -64,23 +63,6 @@ def _integer_package(model, calibration_frames: np.ndarray, selftest_frames: np.
     return read_package(data, {key.key_id: key.public_key})
 
 
-def _fp32_onnx(model) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        model,
-        (torch.zeros(INPUT_SHAPE),),
-        buffer,
-        input_names=["image"],
-        output_names=["heatmap_logits", "log_size", "center_offset"],
-        dynamic_axes={"image": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    return buffer.getvalue()
-
-
 def _fp32_ort_session(onnx_bytes: bytes, threads: int):
     import onnxruntime as ort
 
@@ -100,13 +82,13 @@ def run(options: Options) -> Result:
 
     from edge_agent.runtimes import create_runtime, nchw_batch
     from edge_agent.runtimes.selftest import run_selftest
-    from smartpark.detector import load_detector, preprocess
+    from smartpark.detector import export_fp32_onnx, load_detector, preprocess
 
     frame_count, rounds = (4, 3) if options.quick else (16, 7)
     model = load_detector().eval()
     frames = _rendered(FRAME_SEED, frame_count)
     package = _integer_package(model, _rendered(CALIBRATION_SEED, 4 if options.quick else 16), frames[:4])
-    fp32_onnx = _fp32_onnx(model)
+    fp32_onnx = export_fp32_onnx(model, INPUT_SHAPE)
 
     tables, notes = [], []
     details = {"frames": frame_count, "rounds": rounds, "runs": [], "load_average": os.getloadavg()[0]}

@@ -165,6 +165,24 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int] = (1, 3,
     return total
 
 
+def export_fp32_onnx(model: nn.Module, input_shape: tuple[int, int, int, int] = (1, 3, 240, 320)) -> bytes:
+    """The float detector as ONNX (opset 17, dynamic batch): the fp32 baseline of the int8 runtimes."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model.eval(),
+        (torch.zeros(input_shape),),
+        buffer,
+        input_names=["image"],
+        output_names=["heatmap_logits", "log_size", "center_offset"],
+        dynamic_axes={"image": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return buffer.getvalue()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,15 +1,13 @@
 import copy
 
 import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-
-from torch import nn  # noqa: E402
-
-from compression.admm import AdmmQuantConfig, quantize_, weight_quantization  # noqa: E402
-from compression.codebooks import codebook_levels  # noqa: E402
-from compression.pruning import squash_masks_  # noqa: E402
-from model_store.ir import Codebook  # noqa: E402
+from compression.admm import AdmmQuantConfig, quantize_, weight_quantization
+from compression.codebooks import codebook_levels
+from compression.pruning import squash_masks_
+from model_store.ir import Codebook
 
 
 def tiny_conv_net() -> nn.Sequential:

@@ -1,10 +1,9 @@
 import itertools
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from compression.codebooks import (  # noqa: E402
+from compression.codebooks import (
     codebook_levels,
     dequantize,
     least_squares_alpha,
@@ -12,7 +11,7 @@ from compression.codebooks import (  # noqa: E402
     project,
     quantization_error,
 )
-from model_store.ir import Codebook  # noqa: E402
+from model_store.ir import Codebook
 
 LOW_BIT = [Codebook.BINARY, Codebook.TERNARY, Codebook.POW2_2, Codebook.POW2_4]
 

@@ -1,14 +1,12 @@
 import itertools
 
 import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
-torch = pytest.importorskip("torch")
-
-from torch import nn  # noqa: E402
-from torch.nn.utils import parametrize  # noqa: E402
-
-from compression.admm import AdmmQuantConfig, quantize_, weight_quantization  # noqa: E402
-from compression.pruning import (  # noqa: E402
+from compression.admm import AdmmQuantConfig, quantize_, weight_quantization
+from compression.pruning import (
     CubicSparsitySchedule,
     PruneConfig,
     boundary_layers,
@@ -16,7 +14,7 @@ from compression.pruning import (  # noqa: E402
     squash_masks_,
     weight_mask,
 )
-from smartpark.detector import CenterNetDetector, DetectorConfig  # noqa: E402
+from smartpark.detector import CenterNetDetector, DetectorConfig
 
 
 def tiny_conv_net() -> nn.Sequential:

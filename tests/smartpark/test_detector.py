@@ -2,12 +2,10 @@ import operator
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from smartpark.detections import LABELS, Detections  # noqa: E402
-from smartpark.detector import (  # noqa: E402
-    DEFAULT_CHECKPOINT,
+from smartpark.detections import LABELS, Detections
+from smartpark.detector import (
     INTEGER_FRIENDLY_LAYERS,
     CenterNetDetector,
     count_macs,
@@ -89,7 +87,6 @@ def test_detect_returns_detections_per_frame(model):
     assert all((d.boxes[:, 2] <= 320).all() and (d.boxes[:, 3] <= 240).all() for d in found)
 
 
-@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no shipped checkpoint yet")
 def test_shipped_checkpoint_finds_the_vehicles_of_a_heldout_frame():
     from smartpark.scenes import heldout_seed, render_training_sample
 

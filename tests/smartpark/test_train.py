@@ -4,12 +4,11 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from smartpark.decode import encode_targets  # noqa: E402
-from smartpark.detector import CenterNetDetector, DetectorConfig, load_detector  # noqa: E402
-from smartpark.train import SceneTargets, TrainConfig, centernet_loss, train  # noqa: E402
+from smartpark.decode import encode_targets
+from smartpark.detector import CenterNetDetector, DetectorConfig, load_detector
+from smartpark.train import SceneTargets, TrainConfig, centernet_loss, train
 
 # A narrow network keeps these tests fast; the code paths are the same as the shipped one's.
 TINY = DetectorConfig(

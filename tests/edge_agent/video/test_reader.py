@@ -57,9 +57,7 @@ def test_a_fast_consumer_loses_nothing():
 def test_read_times_out_and_stop_ends_an_endless_source_promptly():
     reader = CameraReader(SyntheticSource(6, fps=0.5, realtime=True), max_queue=2).start()
     assert reader.read(timeout=5) is not None  # the first frame is due at once
-    started = time.monotonic()
-    assert reader.read(timeout=0.1) is None  # the next one only after 2 s
-    assert time.monotonic() - started < 1.9
+    assert reader.read(timeout=0.1) is None  # the next one is due only after 2 s: the timeout returns first
     reader.stop()
     assert not reader.running
 
