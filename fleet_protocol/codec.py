@@ -10,10 +10,14 @@ import uuid
 import msgspec
 
 from fleet_protocol.messages import (
+    BlobRequestBody,
+    BlobRequestMessage,
     CommandAckBody,
     CommandAckMessage,
     CommandBody,
     CommandMessage,
+    EventBody,
+    EventMessage,
     Message,
     StatusBody,
     StatusMessage,
@@ -29,12 +33,16 @@ _BODY_ENVELOPE = {
     StatusBody: StatusMessage,
     TelemetryBody: TelemetryMessage,
     CommandAckBody: CommandAckMessage,
+    BlobRequestBody: BlobRequestMessage,
+    EventBody: EventMessage,
 }
 _CHANNEL_MESSAGE: dict[Channel, type] = {
     Channel.STATUS: StatusMessage,
     Channel.TELEMETRY: TelemetryMessage,
     Channel.CMD: CommandMessage,
     Channel.CMD_ACK: CommandAckMessage,
+    Channel.BLOB_REQ: BlobRequestMessage,
+    Channel.EVENTS: EventMessage,
 }
 
 _encoder = msgspec.json.Encoder()

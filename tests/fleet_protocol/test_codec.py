@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pytest
@@ -135,3 +136,86 @@ def test_out_of_range_numbers_are_refused(number):
     assert payload != _raw()
     with pytest.raises(fp.ProtocolError):
         fp.decode(payload)
+
+
+# --- deploy, blob requests, events and chunks (issue 6) ---------------------------------------
+
+_SHA = "ab" * 32
+
+
+def test_update_messages_round_trip():
+    messages = [
+        fp.envelope(
+            fp.DeployCommand(
+                command_id="d1",
+                model="detector",
+                version=3,
+                blob_sha256=_SHA,
+                blob_size=5_000_000,
+                chunk_size=64 * 1024,
+                wrapped_key="a2V5",
+                scene_configs=[{"camera": "gate", "width": 320, "height": 240, "zones": [], "lines": []}],
+                observe_s=30,
+            )
+        ),
+        fp.envelope(fp.RollbackCommand(command_id="r1", reason="operator asked")),
+        fp.envelope(fp.SceneConfigCommand(command_id="s1", version=2, scene_configs=[{"camera": "gate"}])),
+        fp.envelope(fp.BlobRequestBody(command_id="d1", blob_sha256=_SHA, chunks=[0, 1, 2])),
+        fp.envelope(
+            fp.EventBody(
+                event_id="0b5c4f5e-8f0a-4a57-9a43-2a1f8c3e9d10",
+                seq=7,
+                rule="occupancy",
+                camera="gate",
+                zone="P1",
+                start=1.8e9,
+                attributes={"state": "occupied", "track_id": 4},
+            )
+        ),
+    ]
+    for message in messages:
+        assert fp.decode(fp.encode(message)) == message
+
+
+def test_blob_requests_are_bounded_and_only_on_their_channel():
+    too_many = fp.envelope(fp.BlobRequestBody(command_id="d1", blob_sha256=_SHA, chunks=[0]))
+    raw = json.loads(fp.encode(too_many))
+    raw["body"]["chunks"] = list(range(fp.MAX_WINDOW + 1))
+    with pytest.raises(fp.ProtocolError, match="length"):
+        fp.decode(json.dumps(raw).encode())
+    with pytest.raises(fp.ProtocolError, match="does not belong"):
+        fp.decode_for_channel(fp.Channel.EVENTS, fp.encode(too_many))
+
+
+def test_deploy_refuses_a_bad_digest_and_oversized_chunks():
+    base = {"command_id": "d1", "model": "m", "version": 1, "blob_size": 10, "wrapped_key": "k"}
+    message = fp.envelope(fp.DeployCommand(**base, blob_sha256=_SHA, chunk_size=1024))
+    for field, value in [("chunk_size", fp.MAX_CHUNK_BYTES + 1), ("blob_sha256", "XYZ"), ("version", 0)]:
+        raw = json.loads(fp.encode(message))
+        raw["body"][field] = value
+        with pytest.raises(fp.ProtocolError, match=field):
+            fp.decode_for_channel(fp.Channel.CMD, json.dumps(raw).encode())
+
+
+def test_chunk_round_trip_and_header_checks():
+    chunk = fp.Chunk(blob_sha256=_SHA, index=2, count=5, data=b"x" * 1000)
+    payload = fp.encode_chunk(chunk)
+    assert len(payload) == fp.CHUNK_HEADER_BYTES + 1000
+    assert fp.decode_chunk(payload) == chunk
+    tampered = payload[:-1] + b"y"
+    with pytest.raises(fp.ProtocolError, match="sha256"):
+        fp.decode_chunk(tampered)
+    with pytest.raises(fp.ProtocolError, match="magic"):
+        fp.decode_chunk(b"NOPE" + payload[4:])
+    with pytest.raises(fp.ProtocolError, match="shorter"):
+        fp.decode_chunk(payload[:10])
+    with pytest.raises(fp.ProtocolError, match="exceeds"):
+        fp.decode_chunk(payload + b"\0" * fp.MAX_CHUNK_BYTES)
+    assert fp.chunk_count(5_000_000, 65536) == 77
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_decode_chunk_never_raises_anything_but_protocol_error(data):
+    with contextlib.suppress(fp.ProtocolError):
+        fp.decode_chunk(data)
