@@ -2,12 +2,19 @@
 
 Commands arrive at least once (QoS 1, redelivery after reconnects); handled ids are remembered
 on disk so a repeat is answered with its earlier outcome instead of being run twice.
+
+Long commands (a model update takes minutes) are registered as ``background``: they run one at a
+time on a worker thread, in arrival order, while the agent's main loop keeps answering pings and
+sending telemetry.
 """
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import fleet_protocol as fp
@@ -19,16 +26,44 @@ HANDLED_FILE = "handled_commands.json"
 _REMEMBERED = 500
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a handler returns when its command ends in another state than ``done`` (e.g. ``healthy``)."""
+
+    state: fp.AckState
+    reason: str = ""
+
+
 class CommandRunner:
     def __init__(self, state_dir: Path, ack: Callable[[fp.CommandAckBody], None]):
         self._path = state_dir / HANDLED_FILE
         self._ack = ack
         self._handled: OrderedDict[str, list[str]] = OrderedDict(read_json(self._path, default={}))
-        self._handlers: dict[type, Callable[[fp.CommandBody], str]] = {}
+        self._handlers: dict[type, Callable[[fp.CommandBody], str | Outcome]] = {}
+        self._background: set[type] = set()
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._worker: ThreadPoolExecutor | None = None
 
-    def register(self, command_type: type, handler: Callable[[fp.CommandBody], str]) -> None:
-        """``handler`` runs the command and returns a note for the ack, or raises to fail it."""
+    def register(
+        self, command_type: type, handler: Callable[[fp.CommandBody], str | Outcome], *, background: bool = False
+    ) -> None:
+        """``handler`` runs the command and returns a note or an ``Outcome`` for the final ack, or raises."""
         self._handlers[command_type] = handler
+        if background:
+            self._background.add(command_type)
+
+    def remember(self, command_id: str, state: fp.AckState, reason: str = "") -> None:
+        """Record and report the final outcome of a command finished outside ``handle`` (after a restart)."""
+        self._finish(command_id, state, reason)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._running)
+
+    def shutdown(self, wait: bool = False) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=wait, cancel_futures=True)
 
     def handle(self, payload: bytes) -> None:
         try:
@@ -40,8 +75,12 @@ class CommandRunner:
                 self._finish(command_id, fp.AckState.FAILED, f"invalid command: {exc.reason}"[:500])
             return
         command = message.body
-        if command.command_id in self._handled:
-            state, reason = self._handled[command.command_id]
+        with self._lock:
+            if command.command_id in self._running:
+                return  # a redelivery of a command still running: its own acks answer it
+            finished = self._handled.get(command.command_id)
+        if finished is not None:
+            state, reason = finished
             self._ack(fp.CommandAckBody(command_id=command.command_id, state=fp.AckState(state), reason=reason))
             return
         if command.expires_at is not None and command.expires_at < time.time():
@@ -51,18 +90,31 @@ class CommandRunner:
         if handler is None:
             self._finish(command.command_id, fp.AckState.FAILED, f"this agent cannot run {type(command).__name__}")
             return
+        with self._lock:
+            self._running.add(command.command_id)
         self._ack(fp.CommandAckBody(command_id=command.command_id, state=fp.AckState.RECEIVED))
+        if type(command) in self._background:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commands")
+            self._worker.submit(self._run, handler, command)
+        else:
+            self._run(handler, command)
+
+    def _run(self, handler, command) -> None:
         try:
-            note = handler(command)
+            result = handler(command)
         except Exception as exc:  # a failing command is reported, never crashes the agent
             logger.exception("command %s failed", command.command_id)
             self._finish(command.command_id, fp.AckState.FAILED, f"{type(exc).__name__}: {exc}"[:500])
             return
-        self._finish(command.command_id, fp.AckState.DONE, note[:500])
+        outcome = result if isinstance(result, Outcome) else Outcome(fp.AckState.DONE, str(result))
+        self._finish(command.command_id, outcome.state, outcome.reason[:500])
 
     def _finish(self, command_id: str, state: fp.AckState, reason: str) -> None:
-        self._handled[command_id] = [state.value, reason]
-        while len(self._handled) > _REMEMBERED:
-            self._handled.popitem(last=False)
-        write_private_json(self._path, self._handled)
+        with self._lock:
+            self._handled[command_id] = [state.value, reason]
+            self._running.discard(command_id)
+            while len(self._handled) > _REMEMBERED:
+                self._handled.popitem(last=False)
+            write_private_json(self._path, self._handled)
         self._ack(fp.CommandAckBody(command_id=command_id, state=state, reason=reason))

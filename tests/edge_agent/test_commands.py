@@ -78,3 +78,32 @@ def test_a_command_this_agent_has_no_handler_for_is_refused(tmp_path):
     runner.handle(fp.encode(fp.envelope(fp.SetTelemetryIntervalCommand(command_id="c3", interval_s=5))))
     assert acks[-1].state == fp.AckState.FAILED
     assert "cannot run" in acks[-1].reason
+
+
+def test_a_background_command_runs_on_a_worker_and_can_end_healthy(tmp_path):
+    import threading
+
+    from edge_agent.commands import Outcome
+
+    release = threading.Event()
+    runner, acks = _runner(tmp_path)
+    runner.register(
+        fp.RollbackCommand,
+        lambda command: release.wait(10) and Outcome(fp.AckState.ROLLED_BACK, "back"),
+        background=True,
+    )
+    payload = fp.encode(fp.envelope(fp.RollbackCommand(command_id="r1")))
+    runner.handle(payload)
+    # the main loop is free: a ping is answered while the rollback still runs
+    runner.handle(_ping("p1"))
+    runner.handle(payload)  # a redelivery while it runs is not run twice
+    assert [(a.command_id, a.state) for a in acks] == [
+        ("r1", fp.AckState.RECEIVED),
+        ("p1", fp.AckState.RECEIVED),
+        ("p1", fp.AckState.DONE),
+    ]
+    assert runner.busy()
+    release.set()
+    runner.shutdown(wait=True)
+    assert (acks[-1].command_id, acks[-1].state, acks[-1].reason) == ("r1", fp.AckState.ROLLED_BACK, "back")
+    assert not runner.busy()
