@@ -100,7 +100,10 @@ class SyntheticSource(VideoSource):
 
     Each loop renders the next sequence (seed, seed + 1, ...) so a looping camera does not replay one clip;
     with `loop=False` it ends after one sequence. `realtime` paces frames at `fps`, otherwise as fast as they
-    render.
+    render. With `replay=True` every loop replays the same sequence: the same view, so the zones of its
+    scene configuration (`scene_config()`) stay right, which is what a camera on a pole sees; its rendered
+    frames are kept in memory after the first pass (about 70 MB a minute at 5 fps), so a replaying camera
+    costs no rendering.
     """
 
     def __init__(
@@ -113,9 +116,14 @@ class SyntheticSource(VideoSource):
         realtime: bool = True,
         size: tuple[int, int] | None = None,
         condition: str | None = None,
+        replay: bool = False,
+        camera: str = "cam-1",
     ):
         super().__init__(size)
         self.seed = seed
+        self.replay = replay
+        self.camera = camera
+        self._cached: list[Frame] = []
         self.fps = _check_fps(fps)
         if not sequence_s > 0:
             raise ValueError(f"sequence_s must be positive, got {sequence_s!r}")
@@ -125,22 +133,38 @@ class SyntheticSource(VideoSource):
         self.condition = condition
 
     def frames(self) -> Iterator[Frame]:
-        from smartpark.scenes.sequences import generate_sequence
-
         pacer = _Pacer(self.fps, self.realtime, self._closed)
         seed = self.seed
         offset = 0.0
         while not self.closed:
-            sequence = generate_sequence(seed, duration_s=self.sequence_s, fps=self.fps, condition=self.condition)
-            for frame in sequence.frames():
+            if self.replay and self._cached:
+                rendered = iter(self._cached)
+            else:
+                sequence = self._sequence(seed)
+                rendered = (Frame(frame.t, self._fit(frame.image)) for frame in sequence.frames())
+            for frame in rendered:
+                if self.replay and len(self._cached) < round(self.sequence_s * self.fps):
+                    self._cached.append(frame)
                 pacer.wait()
                 if self.closed:
                     return
-                yield Frame(offset + frame.t, self._fit(frame.image))
+                yield Frame(offset + frame.timestamp, frame.image)
             if not self.loop:
                 return
-            seed += 1
+            if not self.replay:
+                seed += 1
             offset += round(self.sequence_s * self.fps) / self.fps
+
+    def _sequence(self, seed: int):
+        from smartpark.scenes.sequences import generate_sequence
+
+        return generate_sequence(
+            seed, duration_s=self.sequence_s, fps=self.fps, condition=self.condition, camera=self.camera
+        )
+
+    def scene_config(self):
+        """The zones and lines of this camera's view (the first sequence's; every loop's with `replay`)."""
+        return self._sequence(self.seed).config
 
     def describe(self) -> str:
         return f"synthetic scenes from seed {self.seed} at {self.fps:g} fps"

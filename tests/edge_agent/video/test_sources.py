@@ -50,6 +50,16 @@ def test_a_looping_synthetic_source_continues_with_the_next_sequence_and_its_clo
     np.testing.assert_array_equal(frames[5].image, next_sequence[0].image)
 
 
+def test_a_replaying_synthetic_source_keeps_its_view_and_zones():
+    source = SyntheticSource(2, fps=10, sequence_s=0.5, realtime=False, replay=True, camera="lot-a")
+    frames = take(source, 8)
+    assert [frame.timestamp for frame in frames] == pytest.approx([i / 10 for i in range(8)])
+    np.testing.assert_array_equal(frames[5].image, frames[0].image)
+    config = source.scene_config()
+    assert config.camera == "lot-a" and config.zones
+    assert SyntheticSource(2, fps=10, sequence_s=0.5, camera="lot-a").scene_config() == config
+
+
 def test_synthetic_frames_are_resized_to_the_model_input():
     (frame,) = take(SyntheticSource(2, fps=5, realtime=False, size=(120, 160)), 1)
     assert frame.image.shape == (120, 160, 3) and frame.image.dtype == np.uint8
