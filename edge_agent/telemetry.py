@@ -46,7 +46,13 @@ class TelemetryCollector:
         self.started = time.monotonic()
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement window
 
-    def collect(self, queues: dict[str, int] | None = None) -> fp.TelemetryBody:
+    def collect(
+        self,
+        queues: dict[str, int] | None = None,
+        cameras: list[fp.CameraTelemetry] | None = None,
+        runtimes: list[fp.RuntimeTelemetry] | None = None,
+    ) -> fp.TelemetryBody:
+        """The machine's numbers, plus what the pipeline measured (per camera fps, per runtime latency, queues)."""
         memory = psutil.virtual_memory()
         try:
             disk_free_mb = psutil.disk_usage(str(self.state_dir)).free / 2**20
@@ -61,4 +67,6 @@ class TelemetryCollector:
             disk_free_mb=round(disk_free_mb, 1) if disk_free_mb is not None else None,
             uptime_s=round(time.monotonic() - self.started, 1),
             queues=queues or {},
+            cameras=list(cameras or [])[:64],
+            runtimes=list(runtimes or [])[:16],
         )
