@@ -32,12 +32,17 @@ class AgentConnection:
         on_command: Callable[[bytes], None],
         keepalive_s: int,
         reconnect_max_s: float = 60.0,
+        on_blob: Callable[[bytes], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
     ):
         self.identity = identity
         self.keepalive_s = keepalive_s
         self.address = BrokerAddress.from_url(identity.mqtt_url)
         self._status = status
         self._on_command = on_command
+        # Chunks of a blob being downloaded (edge_agent.download), and a hook run after each (re)connect.
+        self._on_blob = on_blob
+        self._on_connected = on_connected
         self._backoff = Backoff(base_s=1.0, max_s=reconnect_max_s)
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -79,12 +84,19 @@ class AgentConnection:
             return
         # Subscribe before announcing ourselves, so anything sent in reaction to 'online' reaches us.
         client.subscribe(self.topic(fp.Channel.CMD), qos=1)
+        if self._on_blob is not None:
+            client.subscribe(self.topic(fp.Channel.BLOB), qos=1)
         self.publish_status()
         self._connected_at = time.monotonic()
         self.connect_count += 1
         self.last_error = ""
         self._connected.set()
         logger.info("connected to %s as %s", self.address.url(), self.identity.device_id)
+        if self._on_connected is not None:
+            try:
+                self._on_connected()
+            except Exception:
+                logger.exception("the on_connected hook failed")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -95,6 +107,8 @@ class AgentConnection:
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.topic(fp.Channel.CMD):
             self._on_command(msg.payload)
+        elif self._on_blob is not None and msg.topic == self.topic(fp.Channel.BLOB):
+            self._on_blob(msg.payload)
 
     # --- the connection thread ---
 
