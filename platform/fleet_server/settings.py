@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "fleet_server.tenants",
     "fleet_server.devices",
     "fleet_server.registry",
+    "fleet_server.rollouts",
     "fleet_server.mqtt_bridge",
     "fleet_server.console",
     "fleet_server.demo",
@@ -193,6 +194,10 @@ DEVICE_OFFLINE_AFTER_S = get_int("DEVICE_OFFLINE_AFTER_S", 90)
 TELEMETRY_RETENTION_HOURS = get_int("TELEMETRY_RETENTION_HOURS", 7 * 24)
 CLAIM_TOKEN_DEFAULT_TTL_HOURS = get_int("CLAIM_TOKEN_DEFAULT_TTL_HOURS", 24)
 COMMAND_DEFAULT_TTL_S = get_int("COMMAND_DEFAULT_TTL_S", 24 * 3600)
+# A deploy command the device has not finished by then expires (the device refuses it if it arrives later).
+DEPLOY_COMMAND_TTL_S = get_int("DEPLOY_COMMAND_TTL_S", 24 * 3600)
+# Payload bytes per blob chunk of a deployed package (at most fleet_protocol.MAX_CHUNK_BYTES).
+BLOB_CHUNK_BYTES = get_int("BLOB_CHUNK_BYTES", 64 * 1024)
 
 # --- model registry ----------------------------------------------------------------------------
 # Content-addressed blobs (uploaded checkpoints, encrypted packages) and the Ed25519 signing keys.

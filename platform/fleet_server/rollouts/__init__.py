@@ -1,0 +1,1 @@
+"""Rollouts: deploying a model package to chosen devices and following each device's progress."""
