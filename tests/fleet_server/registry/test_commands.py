@@ -115,3 +115,13 @@ def test_verify_package_refuses_tampered_and_untrusted_packages(compressed, tmp_
         _run("verify_package", str(encrypted))
     with pytest.raises(CommandError, match="authentication failed"):
         _run("verify_package", str(encrypted), "--content-key", "00" * 32)
+
+
+def test_compress_model_overrides_do_not_collide_with_djangos_settings_option():
+    from fleet_server.registry.management.commands.compress_model import Command
+
+    parser = Command().create_parser("manage.py", "compress_model")
+    options = parser.parse_args(["lot-detector:1", "--preset", "int8"])
+    assert options.preset_settings == [] and options.settings is None
+    options = parser.parse_args(["lot-detector:1", "--preset", "int8", "--set", "calibration_frames=2"])
+    assert options.preset_settings == ["calibration_frames=2"]

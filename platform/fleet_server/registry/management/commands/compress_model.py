@@ -21,15 +21,15 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="tenant slug, to pick FAMILY among tenants")
         parser.add_argument("--steps", type=int, help="training steps of a 3-bit preset (ADMM; fine-tuning a third)")
         parser.add_argument(
-            "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+            "--set", dest="preset_settings", action="append", default=[], metavar="NAME=VALUE",
             help="override one preset setting, e.g. --set calibration_frames=8 (repeatable)",
         )  # fmt: skip
 
-    def handle(self, *args, version: str, preset: str, tenant: str | None, steps: int | None, settings, **options):
+    def handle(self, *args, version: str, preset: str, tenant: str | None, steps: int | None, preset_settings, **options):
         target = self._version(version, tenant)
         try:
             overrides = presets.scaled_steps(preset, steps) if steps else {}
-            overrides |= dict(self._setting(item) for item in settings)
+            overrides |= dict(self._setting(item) for item in preset_settings)
             job = services.start_compression_job(target, preset, overrides, enqueue=False)
         except presets.PresetError as error:
             raise CommandError(str(error)) from None
