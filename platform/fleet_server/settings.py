@@ -185,6 +185,10 @@ MQTT_PUBLIC_URL = get_str("MQTT_PUBLIC_URL", MQTT_URL)
 MQTT_SHARED_GROUP = get_str("MQTT_SHARED_GROUP", "ingest")
 MQTT_INGEST_BATCH = get_int("MQTT_INGEST_BATCH", 500)
 MQTT_INGEST_FLUSH_S = get_float("MQTT_INGEST_FLUSH_S", 0.25)
+# The blob server (manage.py blob_server): chunks queued or in flight per device, and chunks published
+# but not yet acknowledged by the broker across all devices.
+BLOB_WINDOW_PER_DEVICE = get_int("BLOB_WINDOW_PER_DEVICE", 16)
+BLOB_MAX_INFLIGHT = get_int("BLOB_MAX_INFLIGHT", 256)
 
 # --- the fleet ---------------------------------------------------------------------------------
 AGENT_KEEPALIVE_S = get_int("AGENT_KEEPALIVE_S", 30)
