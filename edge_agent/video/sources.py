@@ -118,11 +118,13 @@ class SyntheticSource(VideoSource):
         condition: str | None = None,
         replay: bool = False,
         camera: str = "cam-1",
+        view: str | None = None,
     ):
         super().__init__(size)
         self.seed = seed
         self.replay = replay
         self.camera = camera
+        self.view = view
         self._cached: list[Frame] = []
         self.fps = _check_fps(fps)
         if not sequence_s > 0:
@@ -159,7 +161,7 @@ class SyntheticSource(VideoSource):
         from smartpark.scenes.sequences import generate_sequence
 
         return generate_sequence(
-            seed, duration_s=self.sequence_s, fps=self.fps, condition=self.condition, camera=self.camera
+            seed, duration_s=self.sequence_s, fps=self.fps, condition=self.condition, camera=self.camera, view=self.view
         )
 
     def scene_config(self):

@@ -11,10 +11,11 @@ from pathlib import Path
 from edge_agent.video.sources import FileSource, ImageFolderSource, StreamSource, SyntheticSource, VideoSource
 
 SPEC_HELP = (
-    "a camera source ID=SPEC (repeatable), SPEC one of synthetic:SEED[:CONDITION], file:PATH, folder:PATH, "
+    "a camera source ID=SPEC (repeatable), SPEC one of synthetic:SEED[:CONDITION][:VIEW], file:PATH, folder:PATH, "
     "rtsp://… or http(s)://…"
 )
 CONDITIONS = ("day", "dusk", "night", "rain")
+VIEWS = ("gate", "lot")
 
 
 class SourceSpecError(ValueError):
@@ -35,17 +36,22 @@ def open_source(
 ) -> VideoSource | None:
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
-        seed_text, _, condition = rest.partition(":")
+        seed_text, *options = rest.split(":")
         try:
             seed = int(seed_text)
         except ValueError:
             raise SourceSpecError(f"{spec!r}: synthetic:SEED needs an integer seed") from None
-        if condition and condition not in CONDITIONS:
-            raise SourceSpecError(f"{spec!r}: the condition is one of {', '.join(CONDITIONS)}")
+        condition = next((option for option in options if option in CONDITIONS), None)
+        view = next((option for option in options if option in VIEWS), None)
+        if unknown := [option for option in options if option not in CONDITIONS + VIEWS]:
+            raise SourceSpecError(
+                f"{spec!r}: unknown option {unknown[0]!r}; a condition ({', '.join(CONDITIONS)}) "
+                f"or a view ({', '.join(VIEWS)})"
+            )
         if check_only:
             return None
         return SyntheticSource(
-            seed, fps=fps, replay=True, camera=camera_id, size=size, condition=condition or None, realtime=True
+            seed, fps=fps, replay=True, camera=camera_id, size=size, condition=condition, view=view, realtime=True
         )
     if kind in ("file", "folder"):
         if not rest:
