@@ -9,6 +9,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.identity import DeviceIdentity, generate_device_key, public_key_b64, save_device_key
 from edge_agent.telemetry import hardware_info
+from model_store.crypto import CryptoError, import_public_keys
 
 
 class EnrollmentFailed(Exception):
@@ -67,10 +68,25 @@ def enroll(
         keepalive_s=int(mqtt["keepalive_s"]),
         telemetry_interval_s=float(answer["telemetry_interval_s"]),
         enrolled_at=time.time(),
+        signing_keys=_signing_keys(answer),
     )
     save_device_key(state_dir, key)
     identity.save(state_dir)
     return identity
+
+
+def _signing_keys(answer: dict) -> dict[str, str]:
+    """The signing keys to pin, checked now so that a bad answer fails the enrollment, not a later deploy."""
+    keys = answer.get("signing_keys")
+    if not isinstance(keys, dict) or not keys:
+        raise EnrollmentFailed(
+            "the platform sent no package-signing keys to pin: upgrade the platform and enroll again"
+        )
+    try:
+        import_public_keys(keys)
+    except CryptoError as exc:
+        raise EnrollmentFailed(f"the platform sent an unusable package-signing key: {exc}") from None
+    return dict(keys)
 
 
 def _detail(error: urllib.error.HTTPError) -> str:

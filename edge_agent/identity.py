@@ -2,7 +2,7 @@
 
 import base64
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +40,9 @@ class DeviceIdentity:
     keepalive_s: int
     telemetry_interval_s: float
     enrolled_at: float
+    # The platform's package-signing public keys pinned at enrollment ({key_id: base64 raw Ed25519}),
+    # for model_store.crypto.import_public_keys. Identity files written before pinning have none.
+    signing_keys: dict[str, str] = field(default_factory=dict)
 
     def save(self, state_dir: Path) -> None:
         ensure_private_dir(state_dir)

@@ -36,6 +36,7 @@ from fleet_server.devices.models import (
 )
 from fleet_server.mqtt_bridge import outbox
 from fleet_server.mqtt_bridge.models import OutboxMessage
+from fleet_server.registry.storage import signing_keyring
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class Enrollment:
     mqtt_url: str
     mqtt_username: str
     mqtt_password: str
+    # The package-signing public keys the device pins ({key_id: base64 raw Ed25519}).
+    signing_keys: dict[str, str] = field(default_factory=dict)
 
 
 def mosquitto_password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
@@ -182,7 +185,15 @@ def enroll_device(request: EnrollmentRequest) -> Enrollment:
         mqtt_url=public_broker,
         mqtt_username=device.mqtt_username,
         mqtt_password=password,
+        signing_keys=_pinned_signing_keys(),
     )
+
+
+def _pinned_signing_keys() -> dict[str, str]:
+    """Every unretired package-signing public key; the first enrollment creates the active key if none exists."""
+    keyring = signing_keyring()
+    keyring.active()
+    return keyring.export_public()
 
 
 # --- presence and telemetry (the MQTT ingest calls these) ------------------------------------------

@@ -178,3 +178,7 @@ class EnrollResponseSerializer(serializers.Serializer):
     site = serializers.CharField()
     mqtt = MqttCredentialsSerializer()
     telemetry_interval_s = serializers.FloatField()
+    signing_keys = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="The package-signing public keys to pin: {key_id: base64 raw Ed25519 public key}.",
+    )

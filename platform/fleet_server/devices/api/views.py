@@ -158,6 +158,7 @@ class EnrollView(APIView):
                     "keepalive_s": device.keepalive_s,
                 },
                 "telemetry_interval_s": device.telemetry_interval_s,
+                "signing_keys": enrollment.signing_keys,
             },
             status=status.HTTP_201_CREATED,
         )
