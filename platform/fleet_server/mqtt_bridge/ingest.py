@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
 import fleet_protocol as fp
 from fleet_server.devices.services import DeviceMessage, ingest_device_messages
+from fleet_server.events.services import ingest_events
 from fleet_server.mqtt_bridge.connection import new_client, platform_broker
 
 logger = logging.getLogger(__name__)
 
-INGESTED_CHANNELS = (fp.Channel.STATUS, fp.Channel.TELEMETRY, fp.Channel.CMD_ACK)
+INGESTED_CHANNELS = (fp.Channel.STATUS, fp.Channel.TELEMETRY, fp.Channel.CMD_ACK, fp.Channel.EVENTS)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ class MqttIngest:
                 continue
             decoded.append(DeviceMessage(device_id, message, item.received_at))
         close_old_connections()
-        self.counts.update(ingest_device_messages(decoded))
+        events = [m for m in decoded if isinstance(m.message, fp.EventMessage)]
+        with transaction.atomic():
+            self.counts.update(
+                ingest_device_messages([m for m in decoded if not isinstance(m.message, fp.EventMessage)])
+            )
+            self.counts.update(ingest_events(events))
         for item in batch:
             if item.qos > 0 and item.generation == self._generation:
                 self._client.ack(item.mid, item.qos)
