@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "fleet_server.tenants",
     "fleet_server.devices",
     "fleet_server.registry",
+    "fleet_server.events",
     "fleet_server.rollouts",
     "fleet_server.mqtt_bridge",
     "fleet_server.console",

@@ -12,10 +12,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("fleet_server.devices.api.urls")),
     path("api/v1/", include("fleet_server.registry.api.urls")),
+    path("api/v1/", include("fleet_server.events.api.urls")),
     path("api/v1/", include("fleet_server.rollouts.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("models/", include("fleet_server.registry.console.urls")),
+    path("occupancy/", include("fleet_server.events.console.urls")),
     path("deployments/", include("fleet_server.rollouts.console.urls")),
     path("", include("fleet_server.console.urls")),
 ]

@@ -25,6 +25,10 @@ class TenantScopedModelViewSet(TenantScopedMixin, viewsets.ModelViewSet):
     pass
 
 
+class TenantScopedReadOnlyViewSet(TenantScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """List and retrieve; the objects come from devices (events, occupancy)."""
+
+
 class TenantScopedReadUpdateViewSet(
     TenantScopedMixin,
     mixins.ListModelMixin,
