@@ -22,10 +22,10 @@ class ParkListView(ViewerRequiredMixin, ListView):
         return (
             Site.objects.select_related("tenant")
             .annotate(
-                spaces=Count("spaces", distinct=True),
-                occupied=Count("spaces", filter=Q(spaces__occupied=True), distinct=True),
+                space_count=Count("spaces", distinct=True),
+                occupied_count=Count("spaces", filter=Q(spaces__occupied=True), distinct=True),
             )
-            .annotate(free=F("spaces") - F("occupied"))
+            .annotate(free_count=F("space_count") - F("occupied_count"))
             .order_by("name")
         )
 
