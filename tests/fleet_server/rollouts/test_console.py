@@ -99,3 +99,9 @@ def test_an_operator_rolls_a_device_back_from_the_detail_page(operator_web, pack
     target = deployment.targets.get()
     assert target.rollback_command.args == {"reason": "too slow"}
     assert operator_web.post(f"/deployments/{deployment.pk}/rollback/{boxes[1][0].pk}/").status_code == 404
+
+
+def test_a_packages_page_offers_operators_a_deploy_button(operator_web, viewer_web, package):
+    link = f"/deployments/new/?package={package.pk}"
+    assert link in operator_web.get(f"/models/packages/{package.pk}/").content.decode()
+    assert link not in viewer_web.get(f"/models/packages/{package.pk}/").content.decode()

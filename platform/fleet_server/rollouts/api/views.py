@@ -78,6 +78,7 @@ class DeploymentViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.Retriev
         return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
+        operation_id="v1_deployments_rollback_targets",
         request=serializers.RollbackRequestSerializer,
         responses={202: serializers.RollbackCommandSerializer(many=True)},
     )
@@ -91,6 +92,7 @@ class DeploymentViewSet(TenantScopedMixin, mixins.ListModelMixin, mixins.Retriev
         return self._rollback(request, ids, data.validated_data["reason"], deployment)
 
     @extend_schema(
+        operation_id="v1_deployments_rollback_devices",
         request=serializers.RollbackRequestSerializer,
         responses={202: serializers.RollbackCommandSerializer(many=True)},
     )
