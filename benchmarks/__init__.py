@@ -55,5 +55,10 @@ BENCHMARKS: dict[str, Registration] = {
             "AES-GCM vs SHA-256; signed build and verified read vs plain tar",
         ),
         Registration("runtimes", "benchmarks.runtimes", "the agent's cpu-int8 detector vs fp32 ONNX Runtime and torch"),
+        Registration(
+            "agent_pipeline",
+            "benchmarks.agent_pipeline",
+            "frames/s through the agent's whole pipeline on 4 synthetic cameras, vs its runtime alone",
+        ),
     ]
 }
