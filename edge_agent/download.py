@@ -284,14 +284,14 @@ class BlobDownloader:
                 reported = have
             if have >= download.count:
                 return
-            if resend:
-                self.chunks_rerequested += len(resend)
-                logger.info("blob %s: asking again for %d chunk(s)", download.sha[:12], len(resend))
-            self._request(download, sorted(set(resend) | set(new)))
             if stop is not None and stop.is_set():
                 raise DownloadError("stopped")
             if deadline is not None and time.monotonic() > deadline:
                 raise DownloadError(f"timed out with {have} of {download.count} chunks")
+            if resend:
+                self.chunks_rerequested += len(resend)
+                logger.info("blob %s: asking again for %d chunk(s)", download.sha[:12], len(resend))
+            self._request(download, sorted(set(resend) | set(new)))
             download.arrived.wait(_TICK_S)
 
     def _request(self, download: _Download, indices: list[int]) -> None:

@@ -102,11 +102,6 @@ class BlobServer:
             return
         subscription = fp.subscription(fp.Channel.BLOB_REQ, self.share_group)
         client.subscribe(subscription, qos=1)
-        with self._lock:
-            # What was in flight on the old connection is resent by paho or lost; devices ask again.
-            self._inflight = []
-            for device in self._devices.values():
-                device.inflight = 0
         logger.info("blob server: connected as %s, subscribed to %s", self.client_id, subscription)
         self._subscribed.set()
 
@@ -284,7 +279,11 @@ class BlobServer:
             self._device(device_id).inflight -= 1
 
     def _settle_inflight(self) -> None:
-        """Release the chunks the broker has acknowledged, and those whose PUBACK never came."""
+        """Release the chunks the broker has acknowledged, and those whose PUBACK never came.
+
+        paho resends unacknowledged chunks itself after a reconnect, so they settle then; a chunk whose
+        PUBACK has not come after ``inflight_timeout_s`` (a broker that stays away) is forgotten.
+        """
         cutoff = time.monotonic() - self.inflight_timeout_s
         with self._lock:
             still = []
@@ -296,6 +295,8 @@ class BlobServer:
                 else:
                     still.append((device_id, info, published_at))
             self._inflight = still
+            for device_id in [d for d, q in self._devices.items() if not q.inflight and not q.pending]:
+                del self._devices[device_id]
 
 
 def default_client_id() -> str:
