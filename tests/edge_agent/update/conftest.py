@@ -3,7 +3,8 @@
 import pytest
 
 from model_store.crypto import Keyring
-from tests.edge_agent.update.helpers import device_key, package_tar
+from tests.edge_agent.update.helpers import device_key
+from tests.edge_agent.update.packages import package_tar
 
 
 @pytest.fixture(scope="session")

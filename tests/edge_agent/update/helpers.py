@@ -1,8 +1,8 @@
-"""Real packages, ciphertexts and deploy commands for the update tests, and a small pipeline stand-in.
+"""Ciphertexts and deploy commands for the update tests, a real Updater over files, and the pipeline's side.
 
-Packages are small integer models (tests.model_store.synthetic.small_model) with their ONNX export and self-test
-outputs from the reference executor, signed by a real keyring; the ciphertext is model_store.crypto's, the content
-key wrapped for a generated X25519 device key. Everything goes through files, like on a device.
+The ciphertext is model_store.crypto's, the content key wrapped for a generated X25519 device key; the packages
+come from tests/edge_agent/update/packages.py. Everything goes through files, like on a device. Light imports
+only (no onnx): the crash-test driver imports this in each of its processes.
 """
 
 import base64
@@ -13,47 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 import fleet_protocol as fp
-from compression.onnx_export import export_onnx
 from edge_agent.update import Updater
-from model_store import reference
 from model_store.crypto import Keyring, encrypt_package, wrap_content_key
-from model_store.package import build_package
-from model_store.serialization import to_bytes
 from smartpark.geometry import SceneConfig, Zone, ZoneKind
-from tests.model_store.synthetic import small_model
 
 MODEL = "park-detector"
 DEVICE_ID = "dev-0001"
 AGENT_VERSION = "0.1.0"
-
-
-def package_tar(keyring: Keyring, version: int, *, seed: int = 3, corrupt_selftest: bool = False) -> bytes:
-    """A signed package of a small integer model; `corrupt_selftest` shifts the expected outputs (still signed)."""
-    model = small_model(np.random.default_rng(seed))
-    frames = np.random.default_rng(seed + 100).integers(0, 256, size=(2, 3, 8, 12), dtype=np.uint8)
-    outputs = reference.run(model, frames)
-    if corrupt_selftest:
-        outputs = {name: (codes.astype(np.int32) + 9).clip(0, 255).astype(np.uint8) for name, codes in outputs.items()}
-    spec = model.tensors["image"]
-    return build_package(
-        name=MODEL,
-        version=version,
-        task="detection",
-        labels=["car", "person"],
-        input_spec={"shape": [1, 3, 8, 12], "dtype": "uint8", "layout": "NCHW", "scale": spec.quant.scale},
-        ir_bytes=to_bytes(model),
-        onnx_bytes=export_onnx(model),
-        selftest={"image": frames, **outputs},
-        compression={"codebook": "pow2-4"},
-        runtimes=["reference", "cpu-int8"],
-        min_agent_version="0.1.0",
-        signing_key=keyring.active(),
-    )
 
 
 def device_key() -> X25519PrivateKey:

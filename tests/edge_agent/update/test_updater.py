@@ -7,7 +7,8 @@ import pytest
 import fleet_protocol as fp
 from edge_agent.update import TRANSITIONS, Outcome, State, Updater
 from model_store.crypto import Keyring
-from tests.edge_agent.update.helpers import Pipeline, device_key, make_deploy, make_updater, package_tar, scene
+from tests.edge_agent.update.helpers import Pipeline, device_key, make_deploy, make_updater, scene
+from tests.edge_agent.update.packages import package_tar
 
 
 class Env:
