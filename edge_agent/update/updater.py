@@ -289,7 +289,7 @@ class Updater:
         try:
             new_configs = parse_scene_configs(command.scene_configs)
         except GeometryError as error:
-            raise UpdateFailed(f"verify: scene config: {error}") from None
+            raise UpdateFailed(f"verify: {error}") from None
         self._staged_scenes = {**(current.scene_configs if current else {}), **new_configs}
         current_scene_version = current.scene_version if current else 0
         if isinstance(command, fp.SceneConfigCommand):

@@ -136,7 +136,7 @@ def make_updater(
         trusted_keys=trusted,
         agent_version=AGENT_VERSION,
         fetch=copying_fetch(blobs, state_dir.parent / "downloads"),
-        report=acks.append,
+        report=options.pop("report", acks.append),
         activate=pipeline.activate,
         health=pipeline.health,
         preferred_runtimes=["reference"],

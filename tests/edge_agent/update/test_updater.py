@@ -279,3 +279,19 @@ def test_an_older_scene_version_is_refused(env):
     assert env.run(fp.SceneConfigCommand(command_id="s3", version=3, scene_configs=[scene()]))[0] == "healthy"
     state, reason = env.run(fp.SceneConfigCommand(command_id="s2", version=2, scene_configs=[scene()]))
     assert state == fp.AckState.FAILED and "scene version 2 is lower than the installed 3" in reason
+
+
+def test_a_final_ack_that_could_not_be_sent_is_sent_again_after_a_restart(env, packages):
+    command = env.deploy(packages[1], 1)
+
+    def report(ack):
+        if ack.state in fp.TERMINAL_ACK_STATES:
+            raise ConnectionError("broker gone")
+        env.acks.append(ack)
+
+    env.restart(report=report).handle(command)
+    assert env.updater.outcome[0] == fp.AckState.HEALTHY and env.acks[-1].state == fp.AckState.INSTALLED
+    env.restart().resume()
+    assert (env.acks[-1].command_id, env.acks[-1].state) == (command.command_id, fp.AckState.HEALTHY)
+    env.restart().resume()  # sent once is enough
+    assert [ack.state for ack in env.acks].count(fp.AckState.HEALTHY) == 1
