@@ -58,6 +58,10 @@ class Device(models.Model):
     hardware_info = models.JSONField(default=dict, blank=True)
     agent_version = models.CharField(max_length=64, blank=True)
     runtimes = models.JSONField(default=list, blank=True)
+    # From the status: the model slots (slot, model, version, active), the update machine's state and zones.
+    model_slots = models.JSONField(default=list, blank=True)
+    update_state = models.CharField(max_length=32, blank=True)
+    scene_version = models.PositiveIntegerField(default=0)
 
     # Presence: online/offline from the retained status topic (and its Last Will); last_seen_at from
     # any message; heartbeat_deadline is when the offline sweep gives up on a silent device.

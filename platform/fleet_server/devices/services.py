@@ -284,7 +284,10 @@ def _apply_status(device: Device, body: fp.StatusBody, at: datetime) -> set[str]
         return fields
     device.agent_version = body.agent_version
     device.runtimes = list(body.runtimes)
-    fields = {"agent_version", "runtimes"}
+    device.model_slots = [msgspec.to_builtins(slot) for slot in body.models]
+    device.update_state = body.update_state
+    device.scene_version = body.scene_version
+    fields = {"agent_version", "runtimes", "model_slots", "update_state", "scene_version"}
     if body.hardware is not None:
         device.hardware_info = msgspec.to_builtins(body.hardware)
         fields.add("hardware_info")
