@@ -128,6 +128,12 @@ class Updater:
         last = self._record.last
         return None if last is None else (fp.AckState(last["state"]), last["reason"])
 
+    @property
+    def last_command_id(self) -> str | None:
+        """The command ``outcome`` belongs to (after resume(): the command a restart interrupted, if any)."""
+        last = self._record.last
+        return None if last is None else last["command_id"]
+
     def active(self) -> ActiveModel | None:
         return self._active
 

@@ -140,6 +140,7 @@ def test_a_restart_after_a_kill_ends_committed_or_rolled_back(killed, keyring, d
     assert record.state == State.IDLE and updater.state == "idle"
     assert record.last["command_id"] == "deploy-v2" and record.last["reported"]
     assert record.last["state"] == expected, record.last
+    assert updater.last_command_id == "deploy-v2" and updater.outcome[0] == expected
     sent = read_acks(case / "acks.jsonl") + [msgspec.to_builtins(ack) for ack in acks]
     final = [ack for ack in sent if ack["command_id"] == "deploy-v2" and ack["state"] in fp.TERMINAL_ACK_STATES]
     assert final and {ack["state"] for ack in final} == {expected}
