@@ -81,7 +81,7 @@ def run(options: Options) -> Result:
 
     with tempfile.TemporaryDirectory() as scratch:
         outbox = EventOutbox(Path(scratch) / "outbox.sqlite")
-        pipeline = Pipeline(cameras, outbox, runtime_options={"threads": THREADS}, batch_size=BATCH)
+        pipeline = Pipeline(cameras, outbox, runtime_options={"cpu-int8": {"threads": THREADS}}, batch_size=BATCH)
         bare = create_runtime("cpu-int8", threads=THREADS)
         bare.load(package)
         pipeline.start()

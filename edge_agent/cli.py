@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.identity import DeviceIdentity, NotEnrolled, default_state_dir
+from edge_agent.video.spec import SPEC_HELP
 
 DEVICE_KINDS = ("smart_box_fpga", "smart_box_cpu", "integrated_camera")
 
@@ -20,6 +21,21 @@ def _camera(value: str) -> tuple[str, str]:
     if not camera_id:
         raise argparse.ArgumentTypeError("a camera is ID or ID:NAME")
     return camera_id, name
+
+
+def _camera_source(value: str) -> tuple[str, str]:
+    from edge_agent.video.spec import SourceSpecError, parse_camera_source
+
+    try:
+        return parse_camera_source(value)
+    except SourceSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _available_runtimes() -> list[str]:
+    from edge_agent.runtimes import available_runtimes
+
+    return available_runtimes()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="connect and serve until SIGTERM",
         description="Connect to the broker with a Last Will, publish a retained online status and periodic "
-        "telemetry, run commands, and reconnect with exponential back-off and jitter. SIGTERM or Ctrl-C "
-        "publishes 'offline' and exits cleanly.",
+        "telemetry, run commands (model and zone updates through the update state machine), run the active "
+        "detector on the cameras given with --source and publish their events through an on-disk outbox, and "
+        "reconnect with exponential back-off and jitter. SIGTERM or Ctrl-C publishes 'offline' and exits cleanly.",
     )
     run.add_argument("--keepalive", type=int, default=None, help="MQTT keepalive in seconds (default: as enrolled)")
     run.add_argument(
@@ -75,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--reconnect-max-delay", type=float, default=60.0, help="ceiling of the reconnect back-off in seconds"
+    )
+    run.add_argument("--source", action="append", default=[], type=_camera_source, metavar="ID=SPEC", help=SPEC_HELP)
+    run.add_argument("--fps", type=float, default=5.0, help="frames per second taken from each synthetic or image "
+                     "folder source (default: 5)")  # fmt: skip
+    run.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="preferred runtime, repeatable in order of preference (default: cpu-int8, then reference); "
+        "available here: " + ", ".join(_available_runtimes()),
+    )
+    run.add_argument("--threads", type=int, default=None, help="inference threads of the cpu-int8 runtime")
+    run.add_argument(
+        "--observe",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="health window after activating an update, before it is committed (default 30; a deploy command "
+        "may set its own)",
     )
 
     status = commands.add_parser(
@@ -114,17 +151,24 @@ def _load_identity(state_dir: Path) -> DeviceIdentity | None:
 
 
 def _cmd_run(args, state_dir: Path) -> int:
-    from edge_agent.agent import Agent
+    from edge_agent.agent import DEFAULT_RUNTIME_PREFERENCE, Agent
 
     identity = _load_identity(state_dir)
     if identity is None:
         return 2
+    from edge_agent.video.spec import open_source
+
+    cameras = {camera_id: open_source(camera_id, spec, size=None, fps=args.fps) for camera_id, spec in args.source}
     agent = Agent(
         identity,
         state_dir,
         keepalive_s=args.keepalive,
         telemetry_interval_s=args.telemetry_interval,
         reconnect_max_s=args.reconnect_max_delay,
+        cameras=cameras,
+        preferred_runtimes=tuple(args.runtime) or DEFAULT_RUNTIME_PREFERENCE,
+        runtime_threads=args.threads,
+        observe_s=args.observe,
     )
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())

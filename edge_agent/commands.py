@@ -32,6 +32,8 @@ class Outcome:
 
     state: fp.AckState
     reason: str = ""
+    # The handler already sent this final ack itself (the update machine reports its own outcome).
+    acknowledged: bool = False
 
 
 class CommandRunner:
@@ -53,9 +55,9 @@ class CommandRunner:
         if background:
             self._background.add(command_type)
 
-    def remember(self, command_id: str, state: fp.AckState, reason: str = "") -> None:
-        """Record and report the final outcome of a command finished outside ``handle`` (after a restart)."""
-        self._finish(command_id, state, reason)
+    def remember(self, command_id: str, state: fp.AckState, reason: str = "", *, ack: bool = True) -> None:
+        """Record (and with ``ack`` report) the outcome of a command finished outside ``handle`` (after a restart)."""
+        self._finish(command_id, state, reason, ack=ack)
 
     def busy(self) -> bool:
         with self._lock:
@@ -108,13 +110,14 @@ class CommandRunner:
             self._finish(command.command_id, fp.AckState.FAILED, f"{type(exc).__name__}: {exc}"[:500])
             return
         outcome = result if isinstance(result, Outcome) else Outcome(fp.AckState.DONE, str(result))
-        self._finish(command.command_id, outcome.state, outcome.reason[:500])
+        self._finish(command.command_id, outcome.state, outcome.reason[:500], ack=not outcome.acknowledged)
 
-    def _finish(self, command_id: str, state: fp.AckState, reason: str) -> None:
+    def _finish(self, command_id: str, state: fp.AckState, reason: str, *, ack: bool = True) -> None:
         with self._lock:
             self._handled[command_id] = [state.value, reason]
             self._running.discard(command_id)
             while len(self._handled) > _REMEMBERED:
                 self._handled.popitem(last=False)
             write_private_json(self._path, self._handled)
-        self._ack(fp.CommandAckBody(command_id=command_id, state=state, reason=reason))
+        if ack:
+            self._ack(fp.CommandAckBody(command_id=command_id, state=state, reason=reason))

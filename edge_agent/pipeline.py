@@ -47,7 +47,8 @@ class _Active:
 class Pipeline:
     """Detection and analytics for a device's cameras; `start`, `activate(...)`, `stop`.
 
-    `cameras` maps the camera id (as in events and telemetry) to its source. Frames are resized to the model's
+    `cameras` maps the camera id (as in events and telemetry) to its source; `runtime_options` maps a runtime
+    name to its constructor's options (e.g. ``{"cpu-int8": {"threads": 2}}``). Frames are resized to the model's
     input; boxes are scaled back to the camera's frame, the pixels its scene config is drawn in.
     """
 
@@ -56,7 +57,7 @@ class Pipeline:
         cameras: dict[str, VideoSource],
         outbox: EventOutbox,
         *,
-        runtime_options: dict | None = None,
+        runtime_options: dict[str, dict] | None = None,
         batch_size: int = 4,
         queue_frames: int = 2,
     ):
@@ -103,7 +104,7 @@ class Pipeline:
             unknown = sorted(set(scene_configs) - set(self.readers))
             if unknown:
                 raise ValueError(f"scene configs for unknown cameras {unknown}; cameras are {sorted(self.readers)}")
-            engine = create_runtime(runtime, **self.runtime_options)
+            engine = create_runtime(runtime, **self.runtime_options.get(runtime, {}))
             engine.load(package)
             analytics = {camera: self._analytics(camera, config) for camera, config in scene_configs.items()}
             new = _Active(engine, analytics, model or package.manifest.name, model_version, scene_version)

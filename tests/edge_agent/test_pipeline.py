@@ -43,7 +43,7 @@ def test_parked_cars_become_occupancy_events_with_wall_clock_times(tmp_path, pac
     # given two synthetic lot cameras; queues large enough that no frame is dropped, so the run is deterministic
     outbox = EventOutbox(tmp_path / "outbox.db")
     pipeline = Pipeline({name: camera(seed) for name, seed in SEEDS.items()}, outbox, batch_size=4, queue_frames=1000,
-                        runtime_options={"threads": 2})  # fmt: skip
+                        runtime_options={"cpu-int8": {"threads": 2}})  # fmt: skip
     pipeline.activate(package, "cpu-int8", {name: scene(seed) for name, seed in SEEDS.items()},
                       model="smartpark-detector", model_version=7, scene_version=3)  # fmt: skip
     started = time.time()
