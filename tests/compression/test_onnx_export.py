@@ -28,8 +28,10 @@ from tests.compression.test_lowering import (
 )
 
 # What ONNX Runtime leaves of a QDQ model once it has fused every DequantizeLinear -> op -> QuantizeLinear group:
-# integer kernels, uint8 Resize/MaxPool, layout transposes, and the DequantizeLinear of each float output.
+# integer kernels, uint8 Resize/MaxPool, layout transposes, the DequantizeLinear of each float output, and the
+# uint8 Pad that gives a 3-channel graph input a fourth channel.
 FUSED_OPS = {
+    "Pad",
     "QLinearConv",
     "QLinearAdd",
     "QLinearConcat",
@@ -97,11 +99,48 @@ def test_the_export_is_a_default_domain_qdq_model_with_uint8_input_and_float_out
     assert len(weights) == len(biases) == 2
     assert {i.data_type for i in biases.values()} == {TensorProto.INT32}
     assert set(Counter(node.op_type for node in exported.graph.node)) == {
+        "Pad",
         "DequantizeLinear",
         "Conv",
         "Relu",
         "QuantizeLinear",
     }
+
+
+def test_a_three_channel_input_is_padded_to_four_channels_with_zero_weights_and_the_same_results(tmp_path):
+    net = RandomNet(3, [ConvStep(8, 3, 2, False, "relu", True), ConvStep(6, 3, 1, False, "none", False)], seed=7)
+    real = torch.rand(2, 3, 16, 20)
+    model = lower(net, real.shape, calibrate(net, [real]), int8_max_code=64)  # int8 weights, as on the agent
+    pixels = np.random.default_rng(7).integers(0, 256, (2, 3, 16, 20), dtype=np.uint8)
+
+    exported = onnx.load_from_string(export_onnx(model))
+
+    (pad,) = [node for node in exported.graph.node if node.op_type == "Pad"]
+    assert pad.input[0] == "x"
+    first, second = (
+        onnx.numpy_helper.to_array(
+            next(i for i in exported.graph.initializer if i.name == f"{layer.name}_weight_codes")
+        )
+        for layer in model.layers
+    )
+    assert first.shape == (8, 4, 3, 3)
+    np.testing.assert_array_equal(first[:, :3], model.layers[0].codes)
+    assert not first[:, 3:].any()
+    np.testing.assert_array_equal(second, model.layers[1].codes)  # 8 channels inside the graph: no pad
+    golden = reference.run(model, pixels)
+    (codes,) = _session(export_onnx(model, intermediate_outputs=True)).run(
+        [codes_name(model, model.layers[0].output)], {"x": pixels}
+    )
+    assert (
+        np.abs(
+            codes.astype(np.int64) - reference.run(model, pixels, keep_intermediates=True)[model.layers[0].output]
+        ).max()
+        <= 1
+    )
+    (real_output,) = _session(exported.SerializeToString()).run(None, {"x": pixels})
+    expected = reference.dequantize(model.tensors[model.outputs[0]].quant, golden[model.outputs[0]])
+    assert np.abs(real_output - expected).max() <= 4 * model.tensors[model.outputs[0]].quant.scale + 1e-6
+    assert _optimized_ops(model, tmp_path)["QLinearConv"] == 2
 
 
 def test_onnx_runtime_fuses_every_layer_kind_into_integer_kernels(tmp_path):
@@ -177,7 +216,9 @@ def test_low_bit_codes_keep_int8_weights_for_the_u8s8_kernel():
 
     weight = next(i for i in exported.graph.initializer if i.name.endswith("_weight_codes"))
     assert weight.data_type == TensorProto.INT8
-    np.testing.assert_array_equal(onnx.numpy_helper.to_array(weight), model.layers[0].codes)
+    codes = onnx.numpy_helper.to_array(weight)
+    np.testing.assert_array_equal(codes[:, :3], model.layers[0].codes)  # the image's fourth channel: zero weights
+    assert not codes[:, 3:].any()
 
 
 def _iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
