@@ -71,7 +71,7 @@ def _unique(devices: Iterable[Device]) -> list[Device]:
     return list({device.pk: device for device in devices}.values())
 
 
-def check_target(package: Package, device: Device, scene_configs: list[dict]) -> None:
+def check_target(package: Package, device: Device) -> None:
     """Refuse a device that may not or cannot take this package, saying why."""
     if device.site.tenant_id != package.family.tenant_id:
         raise DeploymentError(
@@ -85,13 +85,22 @@ def check_target(package: Package, device: Device, scene_configs: list[dict]) ->
             f"device {device.name} ({device.pk}) runs {', '.join(device.runtimes)}, but package "
             f"{package.family.name} v{package.version} supports only {', '.join(package.runtimes) or 'no runtime'}"
         )
-    known = {camera.camera_id for camera in device.cameras.all()}
-    unknown = sorted({config["camera"] for config in scene_configs} - known)
-    if known and unknown:
+
+
+def configs_per_device(devices: list[Device], scene_configs: list[dict]) -> dict[str, list[dict]]:
+    """Each device's share of the deployment's zones: those of its registered cameras (all of them for a
+    device that registered none). A zone set for a camera no target device has is refused, saying which."""
+    shares, claimed = {}, set()
+    for device in devices:
+        known = {camera.camera_id for camera in device.cameras.all()}
+        shares[device.pk] = [config for config in scene_configs if not known or config["camera"] in known]
+        claimed |= {config["camera"] for config in shares[device.pk]}
+    if unclaimed := sorted({config["camera"] for config in scene_configs} - claimed):
+        cameras = sorted({camera.camera_id for device in devices for camera in device.cameras.all()})
         raise DeploymentError(
-            f"device {device.name} ({device.pk}) has no camera {', '.join(unknown)} "
-            f"(its cameras: {', '.join(sorted(known))})"
+            f"no target device has camera {', '.join(unclaimed)} (their cameras: {', '.join(cameras) or 'none'})"
         )
+    return shares
 
 
 @transaction.atomic
@@ -113,7 +122,8 @@ def deploy(
     observe_s = check_observe_s(observe_s)
     chunk_size = _chunk_size()
     for device in devices:
-        check_target(package, device, configs)
+        check_target(package, device)
+    shares = configs_per_device(devices, configs)
     if not blob_store().exists(package.blob_sha256):
         raise DeploymentError(f"the encrypted package {package.blob_sha256} is missing from the blob store")
     content_key = package_content_key(package)
@@ -131,7 +141,6 @@ def deploy(
         "blob_sha256": package.blob_sha256,
         "blob_size": package.size_bytes,
         "chunk_size": chunk_size,
-        "scene_configs": configs,
     }
     if observe_s is not None:
         args["observe_s"] = observe_s
@@ -141,7 +150,7 @@ def deploy(
             command = send_command(
                 device,
                 "deploy",
-                {**args, "wrapped_key": wrapped},
+                {**args, "scene_configs": shares[device.pk], "wrapped_key": wrapped},
                 created_by=created_by,
                 ttl_s=settings.DEPLOY_COMMAND_TTL_S,
             )

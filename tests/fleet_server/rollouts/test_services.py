@@ -74,12 +74,23 @@ def test_scene_configs_are_validated_and_sent_normalized(package, boxes):
     assert deployment.scene_configs == sent
 
 
+def test_each_device_gets_the_zones_of_its_own_cameras(package, boxes):
+    (east, _), (west, _) = boxes[0], boxes[1]
+    Camera.objects.create(device=east, camera_id="lot-east")
+    Camera.objects.create(device=west, camera_id="lot-west")
+
+    deployment = services.deploy(package, [east, west], scene_configs=[SCENE, {**SCENE, "camera": "lot-west"}])
+
+    sent = {t.device_id: [c["camera"] for c in t.command.args["scene_configs"]] for t in deployment.targets.all()}
+    assert sent == {east.pk: ["lot-east"], west.pk: ["lot-west"]}
+
+
 @pytest.mark.parametrize(
     ("scene_configs", "message"),
     [
         ([{**SCENE, "zones": [{**SCENE["zones"][0], "polygon": [[0, 0], [50, 50], [50, 0], [0, 50]]}]}], "space-1"),
         ([SCENE, SCENE], "one scene config per camera"),
-        ([{**SCENE, "camera": "gate"}], "has no camera gate"),
+        ([{**SCENE, "camera": "gate"}], "no target device has camera gate"),
         ("not a list", "must be a list"),
     ],
 )
