@@ -1,4 +1,5 @@
-"""`make demo`'s command on its embedded defaults: three devices online, then a clean stop on Ctrl-C."""
+"""`make demo`'s command on its embedded defaults: three devices online, the shipped detector compressed and
+deployed to them, smart-park events in the database, then a clean stop on Ctrl-C."""
 
 import os
 import signal
@@ -14,7 +15,7 @@ from tests.helpers import REPO, free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 
-def test_the_demo_brings_three_devices_online_and_stops_cleanly(tmp_path):
+def test_the_demo_deploys_the_detector_to_three_devices_whose_events_arrive_and_stops_cleanly(tmp_path):
     env = {
         key: value
         for key, value in os.environ.items()
@@ -40,6 +41,17 @@ def test_the_demo_brings_three_devices_online_and_stops_cleanly(tmp_path):
                 timeout=30, message="telemetry",
             )  # fmt: skip
         assert kinds == ["integrated_camera", "smart_box_cpu", "smart_box_fpga"]
+
+        # the shipped detector is compressed, deployed and committed on every device, with no manual step
+        wait_until(lambda: "deployed: " in log.read_text(), timeout=300, interval=1, message="the deployment")
+        assert "healthy, north-gate-box healthy, south-lot-box healthy" in log.read_text()
+        with sqlite3.connect(tmp_path / "fleet.sqlite3") as db:
+            wait_until(
+                lambda: db.execute("select count(*) from events_event where rule = 'occupancy'").fetchone()[0] >= 3,
+                timeout=120, message="occupancy events",
+            )  # fmt: skip
+            cameras = {row[0] for row in db.execute("select distinct camera from events_event")}
+        assert {"lot-a", "gate-in", "lobby"} <= cameras, cameras
 
         os.killpg(demo.pid, signal.SIGINT)
         assert demo.wait(60) == 0
