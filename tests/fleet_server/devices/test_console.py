@@ -41,7 +41,28 @@ def test_device_page_shows_status_chart_and_commands(viewer_client, device):
     status = viewer_client.get(f"/devices/{device.pk}/?part=status", **HTMX).content.decode()
     assert "<html" not in status and "offline" in status
     series = viewer_client.get(f"/devices/{device.pk}/telemetry.json").json()
-    assert set(series) == {"t", "cpu_percent", "memory_percent", "temperature_c"}
+    assert {"t", "cpu_percent", "memory_percent", "temperature_c", "camera_fps", "latency_p95_ms"} <= set(series)
+    assert "camera-chart" in page and "latency-chart" in page
+
+
+def test_device_telemetry_series_carry_the_pipeline_per_camera_and_runtime(viewer_client, device):
+    from django.utils import timezone
+
+    from fleet_server.devices.models import TelemetrySample
+
+    now = timezone.now()
+    for seconds, cameras in ((20, [{"camera": "lot-a", "fps": 4.0, "dropped_frames": 0}]), (10, [])):
+        TelemetrySample.objects.create(
+            device=device, received_at=now - timezone.timedelta(seconds=seconds), reported_at=now,
+            cpu_percent=10, memory_percent=20, disk_free_mb=5000,
+            details={"cameras": cameras, "runtimes": [{"runtime": "cpu-int8", "latency_p50_ms": 9.0,
+                     "latency_p95_ms": 14.0}], "queues": {"outbox": 3}},
+        )  # fmt: skip
+    series = viewer_client.get(f"/devices/{device.pk}/telemetry.json").json()
+    assert series["camera_fps"] == {"lot-a": [4.0, None]}
+    assert series["latency_p95_ms"] == {"cpu-int8": [14.0, 14.0]}
+    assert series["queues"] == {"outbox": [3, 3]}
+    assert series["latest"]["disk_free_mb"] == 5000 and series["latest"]["queues"] == {"outbox": 3}
 
 
 def test_viewers_cannot_create_claim_tokens_or_send_commands(viewer_client, site, device):

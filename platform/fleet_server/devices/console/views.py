@@ -74,7 +74,7 @@ class DeviceTelemetryJson(ViewerRequiredMixin, View):
         samples = list(
             device.telemetry.filter(received_at__gte=since)
             .order_by("-received_at")
-            .values("received_at", "cpu_percent", "memory_percent", "temperature_c")[:720]
+            .values("received_at", "cpu_percent", "memory_percent", "temperature_c", "disk_free_mb", "details")[:720]
         )[::-1]
         return JsonResponse(
             {
@@ -82,8 +82,43 @@ class DeviceTelemetryJson(ViewerRequiredMixin, View):
                 "cpu_percent": [s["cpu_percent"] for s in samples],
                 "memory_percent": [s["memory_percent"] for s in samples],
                 "temperature_c": [s["temperature_c"] for s in samples],
+                # The pipeline: frames/s per camera, runtime latency, queue depths (None where a sample lacks one).
+                "camera_fps": _series(samples, "cameras", "camera", "fps"),
+                "latency_p95_ms": _series(samples, "runtimes", "runtime", "latency_p95_ms"),
+                "latency_p50_ms": _series(samples, "runtimes", "runtime", "latency_p50_ms"),
+                "queues": _queue_series(samples),
+                "latest": _latest(samples),
             }
         )
+
+
+def _series(samples: list[dict], group: str, key: str, value: str) -> dict[str, list]:
+    names = sorted({entry[key] for s in samples for entry in (s["details"] or {}).get(group, [])})
+    series = {name: [] for name in names}
+    for sample in samples:
+        found = {entry[key]: entry.get(value) for entry in (sample["details"] or {}).get(group, [])}
+        for name in names:
+            series[name].append(found.get(name))
+    return series
+
+
+def _queue_series(samples: list[dict]) -> dict[str, list]:
+    names = sorted({name for s in samples for name in (s["details"] or {}).get("queues", {})})
+    return {name: [(s["details"] or {}).get("queues", {}).get(name) for s in samples] for name in names}
+
+
+def _latest(samples: list[dict]) -> dict:
+    """The newest sample's pipeline numbers, for the table beside the charts."""
+    if not samples:
+        return {}
+    last = samples[-1]
+    details = last["details"] or {}
+    return {
+        "disk_free_mb": last["disk_free_mb"],
+        "cameras": details.get("cameras", []),
+        "runtimes": details.get("runtimes", []),
+        "queues": details.get("queues", {}),
+    }
 
 
 class DeviceCommandsView(ViewerRequiredMixin, View):
