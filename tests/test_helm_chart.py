@@ -21,7 +21,8 @@ TEMPLATES = CHART / "templates"
 SETTINGS = REPO / "platform" / "fleet_server" / "settings.py"
 
 # Environment the chart sets on containers that is not a Django setting: the downward-API pod
-# name (the ingest's MQTT client id) and a writable HOME on the read-only root filesystem.
+# name (the MQTT client id of ingest and blob server) and a writable HOME on the read-only root
+# filesystem.
 PROCESS_ENV = {"POD_NAME", "HOME"}
 
 # What the platform must receive in Kubernetes (docs: settings table).
@@ -40,6 +41,10 @@ EXPECTED_SETTINGS = {
     "AGENT_TELEMETRY_INTERVAL_S",
     "DEVICE_OFFLINE_AFTER_S",
     "TELEMETRY_RETENTION_HOURS",
+    "DEPLOY_COMMAND_TTL_S",
+    "BLOB_CHUNK_BYTES",
+    "BLOB_WINDOW_PER_DEVICE",
+    "BLOB_MAX_INFLIGHT",
     "FLEET_DATA_DIR",
     "SECURE_SSL_REDIRECT",
     "STATIC_ROOT",
@@ -115,6 +120,14 @@ def test_values_parse_and_keep_the_platform_contract():
     assert values["worker"]["autoscaling"]["enabled"] is False
     assert values["ingest"]["replicas"] == 2
     assert values["worker"]["replicas"] == 2
+    assert values["blobServer"]["enabled"] is True
+    assert values["blobServer"]["replicas"] == 2
+    assert values["blobServer"]["autoscaling"]["enabled"] is False
+    # The settings' defaults in platform/fleet_server/settings.py and docs/operations.md.
+    assert values["config"]["deployCommandTtlS"] == 86400
+    assert values["config"]["blobChunkBytes"] == 65536
+    assert values["config"]["blobWindowPerDevice"] == 16
+    assert values["config"]["blobMaxInflight"] == 256
     assert values["config"]["mqttSharedGroup"] == "ingest"
     assert values["config"]["dataDir"] == "/var/lib/fleet"
     assert values["config"]["staticRoot"] == "/app/var/static"
@@ -125,7 +138,7 @@ def test_values_parse_and_keep_the_platform_contract():
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     assert values["podSecurityContext"]["runAsNonRoot"] is True
-    for component in ("web", "ingest", "worker", "beat", "migrations"):
+    for component in ("web", "ingest", "blobServer", "worker", "beat", "migrations"):
         assert "resources" in values[component], component
 
 
@@ -313,6 +326,13 @@ def test_processes_and_their_invariants():
         assert 'include "smartpark-fleet.podAnnotations"' in texts[name], name
         assert 'include "smartpark-fleet.envFrom"' in texts[name], name
         assert 'include "smartpark-fleet.volumeMounts"' in texts[name], name
+    long_running = ("web-deployment.yaml", "ingest.yaml", "blob-server.yaml")
+    long_running += ("worker-deployment.yaml", "beat-deployment.yaml")
+    for name in long_running:
+        assert 'include "smartpark-fleet.podCommon"' in texts[name], name
+        assert 'include "smartpark-fleet.processEnv"' in texts[name], name
+        assert 'include "smartpark-fleet.volumes"' in texts[name], name
+        assert "toYaml .Values.securityContext" in texts[name], name
     assert "checksum/config:" in define_body("smartpark-fleet.podAnnotations")
     assert "mountPath: /tmp" in define_body("smartpark-fleet.volumeMounts")
 
@@ -322,3 +342,84 @@ def test_notes_tell_how_to_create_the_first_admin_and_an_api_key():
     assert "python manage.py createsuperuser" in notes
     assert "python manage.py create_api_key <tenant-slug> --name" in notes
     assert re.search(r"exec -it deploy/\{\{ \$web \}\}", notes)
+
+
+# --- the blob server --------------------------------------------------------------------------
+
+
+def test_blob_server_is_a_deployment_like_ingest():
+    text = (TEMPLATES / "blob-server.yaml").read_text()
+    assert text.lstrip().startswith("{{- if .Values.blobServer.enabled }}"), "blobServer.enabled must gate it"
+    assert re.search(r"^kind: Deployment\s*$", text, re.MULTILINE)
+    assert '"component" "blob-server"' in text
+    assert re.search(r"- python\s+- manage.py\s+- blob_server\s+- --client-id\s+- .*\$\(POD_NAME\)", text)
+    assert ".Values.blobServer.clientIdPrefix" in text
+    assert "fieldPath: metadata.name" in text
+    assert not re.search(r"^\s+ports:", text, re.MULTILINE), "nothing connects to the blob server"
+    assert not re.search(r"^\s+(readiness|startup)Probe:", text, re.MULTILINE)
+    assert "with .Values.blobServer.livenessProbe" in text
+    assert "toYaml .Values.blobServer.resources" in text
+    fixed_replicas = r"if not .Values.blobServer.autoscaling.enabled \}\}\s+replicas: \{\{ .Values.blobServer.replicas"
+    assert re.search(fixed_replicas, text), "replicas only while the autoscaler does not own them"
+    for name in ("podAnnotations", "envFrom"):
+        assert f'include "smartpark-fleet.{name}"' in text, name
+
+
+def test_blob_server_mounts_the_blob_volume_read_only():
+    text = (TEMPLATES / "blob-server.yaml").read_text()
+    mounts = re.search(r"volumeMounts:\n(.*?)\n\s*volumes:", text, re.DOTALL)
+    assert mounts, "no volumeMounts"
+    entries = {}
+    for entry in re.split(r"\n\s*- ", "\n" + mounts.group(1))[1:]:
+        fields = dict(re.findall(r"(\w+):\s*(.+)", entry))
+        entries[fields["name"]] = fields
+    assert entries["tmp"]["mountPath"] == "/tmp"
+    assert entries["data"]["mountPath"] == "{{ .Values.config.dataDir }}", "the blob store lives under FLEET_DATA_DIR"
+    assert entries["data"].get("readOnly") == "true", "the blob server only reads blobs"
+    # The same claim web and worker write: the chart's volume helper, and a ReadWriteMany default.
+    volumes = define_body("smartpark-fleet.volumes")
+    assert "persistentVolumeClaim:" in volumes and "- name: data" in volumes
+    assert load_values()["persistence"]["accessModes"] == ["ReadWriteMany"]
+    assert "toYaml .Values.persistence.accessModes" in (TEMPLATES / "pvc.yaml").read_text()
+
+
+def test_blob_server_settings_come_from_values():
+    body = define_body("smartpark-fleet.configData")
+    for name, key in (
+        ("DEPLOY_COMMAND_TTL_S", "deployCommandTtlS"),
+        ("BLOB_CHUNK_BYTES", "blobChunkBytes"),
+        ("BLOB_WINDOW_PER_DEVICE", "blobWindowPerDevice"),
+        ("BLOB_MAX_INFLIGHT", "blobMaxInflight"),
+    ):
+        line = rf"^{name}: \{{\{{ .Values.config.{key} \| toString \| quote \}}\}}$"
+        assert re.search(line, body, re.MULTILINE), name
+    validate = define_body("smartpark-fleet.validate")
+    for name in ("DEPLOY_COMMAND_TTL_S", "BLOB_CHUNK_BYTES", "BLOB_WINDOW_PER_DEVICE", "BLOB_MAX_INFLIGHT"):
+        assert f'"{name}"' in validate, f"config.extra may override {name}"
+    assert "blobServer.replicas" in validate and "mqttSharedGroup" in validate
+    assert "262144" in validate and "1024" in validate
+
+
+def test_blob_server_pdb_and_hpa():
+    pdb = (TEMPLATES / "pdb.yaml").read_text()
+    assert "and .Values.blobServer.enabled .Values.blobServer.podDisruptionBudget.enabled" in pdb
+    assert '"component" "blob-server"' in pdb
+    assert ".Values.blobServer.podDisruptionBudget.maxUnavailable" in pdb
+    hpa = (TEMPLATES / "hpa.yaml").read_text()
+    assert re.search(r'range \$key := list "web" "worker" "blobServer"', hpa)
+    assert '(dig "enabled" true $values)' in hpa, "a disabled blob server must get no HPA"
+    assert "(kebabcase $key)" in hpa  # blobServer -> blob-server, the Deployment's component name
+
+
+def test_notes_and_docs_list_the_blob_server():
+    notes = (TEMPLATES / "NOTES.txt").read_text()
+    assert '"component" "blob-server"' in notes
+    assert "app.kubernetes.io/component=blob-server" in notes
+    assert "if not .Values.persistence.enabled" in notes
+    readme = (CHART / "README.md").read_text()
+    assert "manage.py blob_server --client-id $(POD_NAME)" in readme
+    for key in ("blobServer.enabled", "blobServer.replicas", "config.blobChunkBytes"):
+        assert f"`{key}`" in readme, key
+    operations = (REPO / "docs" / "operations.md").read_text()
+    kubernetes = operations.split("## Kubernetes", 1)[1].split("\n## ", 1)[0]
+    assert "blob-server" in kubernetes and "ReadWriteMany" in kubernetes

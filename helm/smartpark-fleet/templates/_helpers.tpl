@@ -155,6 +155,10 @@ AGENT_KEEPALIVE_S: {{ .Values.config.agentKeepaliveS | toString | quote }}
 AGENT_TELEMETRY_INTERVAL_S: {{ .Values.config.agentTelemetryIntervalS | toString | quote }}
 DEVICE_OFFLINE_AFTER_S: {{ .Values.config.deviceOfflineAfterS | toString | quote }}
 TELEMETRY_RETENTION_HOURS: {{ .Values.config.telemetryRetentionHours | toString | quote }}
+DEPLOY_COMMAND_TTL_S: {{ .Values.config.deployCommandTtlS | toString | quote }}
+BLOB_CHUNK_BYTES: {{ .Values.config.blobChunkBytes | toString | quote }}
+BLOB_WINDOW_PER_DEVICE: {{ .Values.config.blobWindowPerDevice | toString | quote }}
+BLOB_MAX_INFLIGHT: {{ .Values.config.blobMaxInflight | toString | quote }}
 SECURE_SSL_REDIRECT: {{ ternary "1" "0" (has (.Values.config.secureSslRedirect | toString | lower) (list "true" "1" "yes" "on")) | quote }}
 FLEET_DATA_DIR: {{ .Values.config.dataDir | quote }}
 STATIC_ROOT: {{ .Values.config.staticRoot | quote }}
@@ -180,10 +184,17 @@ Checks that span several values.
 {{- if and (gt (int .Values.ingest.replicas) 1) (not .Values.config.mqttSharedGroup) }}
 {{- fail "config.mqttSharedGroup must be set when ingest.replicas > 1: without a shared subscription every replica would ingest every message" }}
 {{- end }}
+{{- if and .Values.blobServer.enabled (not .Values.config.mqttSharedGroup) (or (gt (int .Values.blobServer.replicas) 1) .Values.blobServer.autoscaling.enabled) }}
+{{- fail "config.mqttSharedGroup must be set when more than one blob server runs: without a shared subscription every replica would answer every chunk request" }}
+{{- end }}
+{{- $chunk := int .Values.config.blobChunkBytes }}
+{{- if or (lt $chunk 1024) (gt $chunk 262144) }}
+{{- fail "config.blobChunkBytes must be between 1024 and 262144 (fleet_protocol.MAX_CHUNK_BYTES)" }}
+{{- end }}
 {{- if not (has .Values.ingest.kind (list "StatefulSet" "Deployment")) }}
 {{- fail "ingest.kind must be StatefulSet or Deployment" }}
 {{- end }}
-{{- $managed := list "DEBUG" "ALLOWED_HOSTS" "CSRF_TRUSTED_ORIGINS" "MQTT_PUBLIC_URL" "MQTT_SHARED_GROUP" "LOG_LEVEL" "AGENT_KEEPALIVE_S" "AGENT_TELEMETRY_INTERVAL_S" "DEVICE_OFFLINE_AFTER_S" "TELEMETRY_RETENTION_HOURS" "SECURE_SSL_REDIRECT" "FLEET_DATA_DIR" "STATIC_ROOT" "SECRET_KEY" "DATABASE_URL" "MQTT_URL" "CELERY_BROKER_URL" }}
+{{- $managed := list "DEBUG" "ALLOWED_HOSTS" "CSRF_TRUSTED_ORIGINS" "MQTT_PUBLIC_URL" "MQTT_SHARED_GROUP" "LOG_LEVEL" "AGENT_KEEPALIVE_S" "AGENT_TELEMETRY_INTERVAL_S" "DEVICE_OFFLINE_AFTER_S" "TELEMETRY_RETENTION_HOURS" "DEPLOY_COMMAND_TTL_S" "BLOB_CHUNK_BYTES" "BLOB_WINDOW_PER_DEVICE" "BLOB_MAX_INFLIGHT" "SECURE_SSL_REDIRECT" "FLEET_DATA_DIR" "STATIC_ROOT" "SECRET_KEY" "DATABASE_URL" "MQTT_URL" "CELERY_BROKER_URL" }}
 {{- range $name, $_ := .Values.config.extra }}
 {{- if has $name $managed }}
 {{- fail (printf "config.extra.%s: the chart sets %s itself (its own value, or the Secret for credentials)" $name $name) }}
