@@ -151,6 +151,8 @@ class Agent:
         if self.updater.last_command_id and self.updater.outcome is not None:
             state, reason = self.updater.outcome
             self.runner.remember(self.updater.last_command_id, state, reason, ack=False)
+        if self.connection.connected:
+            self.connection.publish_status()  # slots and update state as the resumed update left them
 
     def _publish_event(self, payload: bytes):
         return self.connection.client.publish(self.connection.topic(fp.Channel.EVENTS), payload, qos=1)
@@ -222,14 +224,15 @@ class Agent:
         network = threading.Thread(target=self.connection.run, name="mqtt", daemon=True)
         network.start()
         self._write_runtime(started_at=time.time())
-        # Finish (or roll back) an update a crash interrupted, then run whatever is active.
-        self._resume_update()
+        # Run whatever the slots say is active, then let the update worker carry on (or roll back) an update a
+        # crash interrupted: it may need the cameras running (observe) and the broker (download).
         try:
             self._activate(self.updater.active())
         except Exception:  # a committed model that no longer loads must not keep the agent from serving
             logger.exception("the active model does not load; running without a model until the next update")
         self.pipeline.start()
         self.publisher.start()
+        self.runner.submit(self._resume_update)
         next_telemetry = time.monotonic()
         was_connected = False
         try:

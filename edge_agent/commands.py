@@ -59,6 +59,24 @@ class CommandRunner:
         """Record (and with ``ack`` report) the outcome of a command finished outside ``handle`` (after a restart)."""
         self._finish(command_id, state, reason, ack=ack)
 
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the background worker, in turn with the long commands (e.g. finishing an update a
+        restart interrupted, before the next update command starts)."""
+        self._background_worker().submit(self._run_logged, work)
+
+    @staticmethod
+    def _run_logged(work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:
+            logger.exception("background work %s failed", getattr(work, "__name__", work))
+
+    def _background_worker(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commands")
+            return self._worker
+
     def busy(self) -> bool:
         with self._lock:
             return bool(self._running)
@@ -96,9 +114,7 @@ class CommandRunner:
             self._running.add(command.command_id)
         self._ack(fp.CommandAckBody(command_id=command.command_id, state=fp.AckState.RECEIVED))
         if type(command) in self._background:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commands")
-            self._worker.submit(self._run, handler, command)
+            self._background_worker().submit(self._run, handler, command)
         else:
             self._run(handler, command)
 

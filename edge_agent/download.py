@@ -93,6 +93,10 @@ class _Download:
             if not self.have[index]:
                 self.have[index] = 1
                 self.have_count += 1
+        if self.have_count:
+            logger.info(
+                "blob %s: resuming with %d of %d chunks already on disk", self.sha[:12], self.have_count, self.count
+            )
         self.part_fd = os.open(self.part_path, os.O_RDWR)
         self.have_fd = os.open(self.have_path, os.O_WRONLY | os.O_APPEND)
 

@@ -6,8 +6,10 @@ outcome through ``report`` (cmd/ack bodies: downloading(%), verifying, installed
 rolled_back). Before each state's work the machine's record is persisted atomically, so ``resume()`` after a
 crash knows what may be half done:
 
-* DOWNLOAD .. SELFTEST (nothing switched yet): discard the half-installed inactive slot, end in FAILURE
-  ("interrupted by a restart in <state>"); the old model kept running and still does.
+* DOWNLOAD .. SELFTEST (nothing switched yet; the old model kept running and still does): start the command
+  again from its first state: the download continues from the chunks on disk, verification, decryption,
+  installation into the inactive slot (rewritten from scratch) and the self-test are repeated. A command
+  that expired meanwhile ends in FAILURE ("interrupted by a restart in <state>; the command has expired").
 * ACTIVATE, OBSERVE (the new slot may be running, its health never confirmed): ROLLBACK to the previous slot.
 * COMMIT, ROLLBACK, FAILURE: redo that state's work (each is idempotent) and finish.
 * IDLE: report the last command's final outcome again if it may not have been sent.
@@ -54,6 +56,13 @@ logger = logging.getLogger(__name__)
 PAUSE_ENV = "EDGE_AGENT_UPDATE_PAUSE_IN"
 PAUSED_FILE = "paused"
 _PROGRESS_STEP = 5.0  # percent between two downloading acks
+
+
+_KINDS = {
+    fp.DeployCommand: Outcome.DEPLOY,
+    fp.SceneConfigCommand: Outcome.SCENE_CONFIG,
+    fp.RollbackCommand: Outcome.ROLLBACK_COMMAND,
+}
 
 
 class UpdateFailed(Exception):
@@ -166,12 +175,7 @@ class Updater:
         Progress and the final ack (healthy, failed or rolled_back) go to ``report``; ``outcome`` holds the final
         state and reason afterwards. Blocks until the command is final; one command at a time.
         """
-        kinds = {
-            fp.DeployCommand: Outcome.DEPLOY,
-            fp.SceneConfigCommand: Outcome.SCENE_CONFIG,
-            fp.RollbackCommand: Outcome.ROLLBACK_COMMAND,
-        }
-        if type(command) not in kinds:
+        if type(command) not in _KINDS:
             raise TypeError(
                 f"the updater runs deploy, scene_config and rollback commands, not {type(command).__name__}"
             )
@@ -190,7 +194,7 @@ class Updater:
             else:
                 record = record.evolve(target=other_slot(active), rollback_to=active)
             self._staged_tar = self._staged_scenes = None
-            self._drive(record, next_state(State.IDLE, kinds[type(command)]))
+            self._drive(record, next_state(State.IDLE, _KINDS[type(command)]))
             return self._record.last["reason"]
         finally:
             self._staged_tar = self._staged_scenes = None
@@ -253,7 +257,15 @@ class Updater:
         reason = f"interrupted by a restart in {state}"
         logger.warning("update %s: %s", record.command_id, reason)
         if state in BEFORE_ACTIVATE:
-            self._drive(record.evolve(reason=reason), State.FAILURE)
+            command = self._command(record)
+            if command.expires_at is not None and command.expires_at < time.time():
+                self._drive(record.evolve(reason=f"{reason}; the command has expired"), State.FAILURE)
+                return
+            # Nothing before ACTIVATE touched the running model, and every step is repeatable: start the
+            # command again from its first state. The download continues from the chunks already on disk.
+            logger.info("update %s: continuing after the restart", record.command_id)
+            first = next_state(State.IDLE, _KINDS[type(command)])
+            self._drive(record.evolve(blob_path=None, runtime=""), first)
         elif state in NEEDS_ROLLBACK:
             self._drive(record.evolve(reason=reason, rollback_to=record.previous), State.ROLLBACK)
         else:  # COMMIT, ROLLBACK, FAILURE: each state's work is idempotent; redo it and finish

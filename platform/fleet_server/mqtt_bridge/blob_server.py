@@ -6,10 +6,12 @@ not revoked; then it reads the chunks from the registry's blob store and publish
 QoS 1 to the device's ``blob`` topic. Anything else is counted, logged and dropped.
 
 Two limits keep one device or a whole fleet from swamping the broker: at most
-``BLOB_WINDOW_PER_DEVICE`` chunks queued or in flight per device (the extra indices of a request
-are ignored: the device asks again), and at most ``BLOB_MAX_INFLIGHT`` chunks published and not
-yet acknowledged by the broker (PUBACK) across all devices. Requests beyond the global limit wait
-in per-device queues served round-robin, so a device with a large blob does not starve the others.
+``BLOB_WINDOW_PER_DEVICE`` chunks in flight per device, and at most ``BLOB_MAX_INFLIGHT`` chunks
+published and not yet acknowledged by the broker (PUBACK) across all devices. What a device asked
+for beyond them waits in its queue (at most ``fp.MAX_WINDOW`` indices: a device that asks for more
+than that at once has the rest ignored and asks again); the queues are served round-robin, so a
+device with a large blob does not starve the others, and a device whose window is wider than the
+server's gets its chunks one window at a time instead of waiting to ask again.
 
 paho's network thread only queues requests and counts PUBACKs; the main thread does the database
 and disk work and publishes.
@@ -190,7 +192,7 @@ class BlobServer:
             device = self._device(device_id)
             queued = {(b.sha, i) for b, i in device.pending}
             indices = [index for index in indices if (blob.sha, index) not in queued]
-            room = max(0, self.window_per_device - device.inflight - len(device.pending))
+            room = max(0, fp.MAX_WINDOW - len(device.pending))
             if len(indices) > room:
                 self.counts["ignored_window"] += len(indices) - room
                 logger.info("blob server: %s asked for %d chunks, room for %d", device_id, len(indices), room)
@@ -238,13 +240,17 @@ class BlobServer:
         return _Blob(body.blob_sha256, size, chunk_size, fp.chunk_count(size, chunk_size))
 
     def pump(self) -> None:
-        """Publish queued chunks, round-robin across devices, while the global in-flight limit allows."""
+        """Publish queued chunks, round-robin across devices, while the global and per-device limits allow."""
         self._settle_inflight()
         while True:
             with self._lock:
-                if not self._rotation or len(self._inflight) >= self.max_inflight:
+                if len(self._inflight) >= self.max_inflight:
                     return
-                device_id = next(iter(self._rotation))
+                device_id = next(
+                    (d for d in self._rotation if self._devices[d].inflight < self.window_per_device), None
+                )
+                if device_id is None:
+                    return
                 device = self._devices[device_id]
                 blob, index = device.pending.popleft()
                 del self._rotation[device_id]

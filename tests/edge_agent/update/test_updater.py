@@ -295,3 +295,26 @@ def test_a_final_ack_that_could_not_be_sent_is_sent_again_after_a_restart(env, p
     assert (env.acks[-1].command_id, env.acks[-1].state) == (command.command_id, fp.AckState.HEALTHY)
     env.restart().resume()  # sent once is enough
     assert [ack.state for ack in env.acks].count(fp.AckState.HEALTHY) == 1
+
+
+def test_a_deploy_interrupted_before_activation_ends_failed_when_its_command_expired(env, packages):
+    import time
+
+    import msgspec
+
+    from edge_agent.update.machine import Record, save_record
+
+    assert env.run(env.deploy(packages[1], 1))[0] == fp.AckState.HEALTHY
+    command = msgspec.structs.replace(env.deploy(packages[2], 2), expires_at=time.time() - 1)
+    # given: the agent died while verifying this deploy, and came back after the command's deadline
+    save_record(
+        env.root / "state",
+        Record(
+            state=State.VERIFY, command={**msgspec.to_builtins(command), "name": "deploy"}, target="b", previous="a"
+        ),
+    )
+    restarted = env.restart()
+    restarted.resume()
+    assert restarted.outcome[0] == fp.AckState.FAILED
+    assert restarted.outcome[1] == "interrupted by a restart in verify; the command has expired"
+    assert env.slots() == {"a": (1, True)}

@@ -136,19 +136,17 @@ def test_refusals_send_nothing(server, devices, blob, site):
     assert server.counts["served"] == 1
 
 
-def test_a_device_gets_at_most_its_window(server, devices, blob, site, settings):
+def test_a_device_gets_its_chunks_one_window_at_a_time_and_requests_are_bounded(server, devices, blob, site):
     data = os.urandom(12 * CHUNK)
     sha = blob_store().put_bytes(data)
     box = make_device(site)
     command = deploy(box, sha, len(data))
+    # A device asking for more than the server's window (4 here) gets them all, never more than 4 unacknowledged.
     devices.request(box.pk, command.pk, sha, list(range(12)))
-    wait_until(lambda: server.counts["ignored_window"] == 8, 10, message="the extra chunks ignored")
-    wait_until(lambda: len(devices.chunks) == 4, 10, message="a window of chunks")
-    assert sorted(chunk.index for _, chunk in devices.chunks) == [0, 1, 2, 3]
-    # Once those are acknowledged by the broker the device may ask for more.
-    wait_until(lambda: server.counts["acked"] == 4, 10, message="PUBACKs")
-    devices.request(box.pk, command.pk, sha, list(range(4, 12)))
-    wait_until(lambda: len(devices.chunks) >= 8, 10, message="the next window")
+    wait_until(lambda: len(devices.chunks) == 12, 10, message="all the chunks, a window at a time")
+    assert sorted(chunk.index for _, chunk in devices.chunks) == list(range(12))
+    assert server.max_inflight_seen <= 4
+    assert server.counts["ignored_window"] == 0
 
 
 def test_the_global_limit_holds_and_every_device_is_served(mosquitto, settings, blob, devices, site):
@@ -183,3 +181,20 @@ def test_queued_chunks_go_out_round_robin(settings, blob, site):
         server.handle(fp.topic(box.pk, fp.Channel.BLOB_REQ), fp.encode(fp.envelope(body)))
     server.pump()
     assert published == [(a.pk, 0), (b.pk, 0), (a.pk, 1), (b.pk, 1), (a.pk, 2), (b.pk, 2)]
+
+
+def test_a_device_may_queue_at_most_one_request_window_of_chunks(settings, site):
+    data = os.urandom((2 * fp.MAX_WINDOW) * 1024)
+    sha = blob_store().put_bytes(data)
+    box = make_device(site)
+    command = Command.objects.create(
+        device=box, name="deploy", expires_at=timezone.now() + timedelta(hours=1),
+        args={"blob_sha256": sha, "blob_size": len(data), "chunk_size": 1024},
+    )  # fmt: skip
+    server = BlobServer("test-blobs-unit", window_per_device=4, max_inflight=100)  # never connected: no pump
+    for first in (0, fp.MAX_WINDOW):
+        chunks = list(range(first, first + fp.MAX_WINDOW))
+        body = fp.BlobRequestBody(command_id=str(command.pk), blob_sha256=sha, chunks=chunks)
+        server.handle(fp.topic(box.pk, fp.Channel.BLOB_REQ), fp.encode(fp.envelope(body)))
+    assert [index for _, index in server._devices[box.pk].pending] == list(range(fp.MAX_WINDOW))
+    assert server.counts["ignored_window"] == fp.MAX_WINDOW
