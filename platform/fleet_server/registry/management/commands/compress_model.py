@@ -25,7 +25,9 @@ class Command(BaseCommand):
             help="override one preset setting, e.g. --set calibration_frames=8 (repeatable)",
         )  # fmt: skip
 
-    def handle(self, *args, version: str, preset: str, tenant: str | None, steps: int | None, preset_settings, **options):
+    def handle(
+        self, *args, version: str, preset: str, tenant: str | None, steps: int | None, preset_settings, **options
+    ):
         target = self._version(version, tenant)
         try:
             overrides = presets.scaled_steps(preset, steps) if steps else {}
