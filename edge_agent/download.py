@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fleet_protocol as fp
+from edge_agent.files import fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ class DownloadError(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def file_sha256(path: Path) -> str:
@@ -88,7 +81,7 @@ class _Download:
                 have.write(header)
                 have.flush()
                 os.fsync(have.fileno())
-            _fsync_directory(self.part_path.parent)
+            fsync_directory(self.part_path.parent)
         for index in indices:
             if not self.have[index]:
                 self.have[index] = 1
@@ -319,5 +312,5 @@ class BlobDownloader:
             raise DownloadError(f"the downloaded blob's sha256 is {digest}, not {download.sha}")
         os.replace(download.part_path, final)
         download.have_path.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         return final

@@ -21,11 +21,16 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (the directory entry, not only the data)."""
+    descriptor = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(descriptor)
     finally:
-        os.close(dir_fd)
+        os.close(descriptor)
 
 
 def write_private_json(path: Path, value) -> None:

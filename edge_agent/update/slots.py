@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.files import read_json, write_private_json
+from edge_agent.files import fsync_directory, read_json, write_private_json
 from model_store.package import Package, PackageError, read_package
 from smartpark.geometry import GeometryError, SceneConfig, validate_scene_config
 
@@ -89,14 +89,6 @@ def parse_scene_configs(raws) -> dict[str, SceneConfig]:
     return configs
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -150,10 +142,10 @@ class SlotStore:
         scenes = [config.to_dict() for _, config in sorted(scene_configs.items())]
         _write_synced(staging / SCENES_FILE, json.dumps(scenes, indent=1).encode())
         _write_synced(staging / SLOT_FILE, json.dumps(meta, indent=1).encode())
-        _fsync_dir(staging)
+        fsync_directory(staging)
         self.remove(slot)
         os.rename(staging, self.path(slot))
-        _fsync_dir(self.root)
+        fsync_directory(self.root)
 
     def remove(self, slot: str) -> None:
         """Delete a slot: renamed out of the way first, so a crash never leaves a partial slot under its name."""
@@ -162,7 +154,7 @@ class SlotStore:
             trash = self.root / f".trash-{slot}"
             shutil.rmtree(trash, ignore_errors=True)
             os.rename(path, trash)
-            _fsync_dir(self.root)
+            fsync_directory(self.root)
             shutil.rmtree(trash, ignore_errors=True)
 
     def mark_committed(self, slot: str) -> None:
