@@ -144,9 +144,7 @@ class MqttIngest:
         close_old_connections()
         events = [m for m in decoded if isinstance(m.message, fp.EventMessage)]
         with transaction.atomic():
-            self.counts.update(
-                ingest_device_messages([m for m in decoded if not isinstance(m.message, fp.EventMessage)])
-            )
+            self.counts.update(ingest_device_messages(decoded))  # presence from every message, events included
             self.counts.update(ingest_events(events))
         for item in batch:
             if item.qos > 0 and item.generation == self._generation:

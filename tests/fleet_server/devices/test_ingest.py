@@ -65,6 +65,19 @@ def test_telemetry_is_stored_and_counts_as_a_heartbeat(device):
     assert device.online and device.last_seen_at == NOW
 
 
+def test_an_event_is_a_sign_of_life_and_nothing_else_here(device):
+    body = fp.EventBody(
+        event_id="0b5c4f5e-8f0a-4a57-9a43-2a1f8c3e9d10", seq=1, rule="line_count", camera="gate", zone="entry",
+        start=1.8e9,
+    )  # fmt: skip
+    counts = ingest_device_messages([_msg(device, body)])
+
+    assert counts["unexpected_type"] == 0
+    device.refresh_from_db()
+    assert device.online and device.last_seen_at == NOW
+    assert device.heartbeat_deadline == NOW + timedelta(seconds=90)
+
+
 def test_messages_apply_in_arrival_order_within_a_batch(device):
     batch = [
         _msg(device, _online()),
