@@ -210,12 +210,21 @@ class Agent:
                 "last_error": self.connection.last_error,
                 "telemetry_interval_s": self.telemetry_interval_s,
                 "update_state": self.updater.state,
+                "active_model": self._active_model_text(),
                 "outbox_depth": self.outbox.depth(),
                 "updated_at": time.time(),
                 **extra,
             },
         )
         self._runtime_written_at = time.monotonic()
+
+    def _active_model_text(self) -> str:
+        active = self.updater.active()
+        if active is None or active.package is None:
+            return ""
+        return (
+            f"{active.model} v{active.version} on {active.runtime} (slot {active.slot}, zones v{active.scene_version})"
+        )
 
     def stop(self) -> None:
         self.stop_event.set()

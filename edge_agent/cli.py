@@ -207,6 +207,9 @@ def _cmd_status(args, state_dir: Path) -> int:
         "pid": runtime.get("pid") if running else None,
         "last_error": runtime.get("last_error", ""),
         "telemetry_interval_s": runtime.get("telemetry_interval_s", identity.telemetry_interval_s),
+        "active_model": runtime.get("active_model", ""),
+        "update_state": runtime.get("update_state", ""),
+        "outbox_depth": runtime.get("outbox_depth"),
         "state_updated_at": runtime.get("updated_at"),
     }
     if args.json:
@@ -217,6 +220,11 @@ def _cmd_status(args, state_dir: Path) -> int:
     print(f"  platform  {identity.server_url}")
     print(f"  broker    {identity.mqtt_url}")
     print(f"  agent     {state}" + (f" (pid {report['pid']})" if running else ""))
+    print(f"  model     {report['active_model'] or 'none installed'}")
+    if report["update_state"] and report["update_state"] != "idle":
+        print(f"  update    {report['update_state']}")
+    if report["outbox_depth"]:
+        print(f"  outbox    {report['outbox_depth']} events waiting for the broker")
     if report["state_updated_at"]:
         print(f"  updated   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(report['state_updated_at']))}")
     if report["last_error"]:

@@ -46,4 +46,11 @@ def test_status_reports_identity_without_secrets(tmp_path):
     report = json.loads(result.stdout)
     assert report["device_id"] == "d1"
     assert report["running"] is False
+    assert report["active_model"] == ""
     assert "s3cret-value" not in result.stdout
+    (tmp_path / "runtime.json").write_text(
+        json.dumps({"pid": 1, "stopped_at": 2.0, "active_model": "park-detector v3 on cpu-int8 (slot b, zones v2)",
+                    "update_state": "idle", "outbox_depth": 12})
+    )  # fmt: skip
+    text = _agent("--state-dir", str(tmp_path), "status").stdout
+    assert "park-detector v3 on cpu-int8 (slot b, zones v2)" in text and "12 events waiting" in text
