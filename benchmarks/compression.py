@@ -51,7 +51,7 @@ class Budget:
     def for_options(cls, options: Options) -> "Budget":
         if options.quick:
             return cls(8, 6, 2, 2, 2, 3, 10)
-        return cls(50, 2000, 500, 20, 100, 30, 300)
+        return cls(50, 1200, 300, 20, 60, 30, 300)
 
 
 def _training_batches(budget_steps: int):

@@ -172,6 +172,14 @@ def test_a_pruned_layer_cannot_take_the_binary_codebook():
     assert weight_quantization(model[3]) is None and model[3].weight.requires_grad
 
 
+def test_rho_reaches_rho_final_at_the_end_of_any_run_length():
+    for steps in (50, 300, 2000):
+        config = AdmmQuantConfig(admm_steps=steps, steps_per_projection=5, rho=0.01, rho_final=3.0)
+        updates = steps // 5
+        assert config.rho * config.growth_per_update() ** updates == pytest.approx(3.0)
+    assert AdmmQuantConfig(rho_growth=1.2).growth_per_update() == 1.2
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -182,6 +190,7 @@ def test_a_pruned_layer_cannot_take_the_binary_codebook():
         ({"rho": 0.0}, "rho must be positive"),
         ({"learning_rate": float("nan")}, "learning_rate must be positive"),
         ({"rho_growth": 0.9}, "rho_growth must be at least 1"),
+        ({"rho": 0.1, "rho_final": 0.05}, "rho_final .* must be at least rho"),
         ({"int8_layers": "stem.0"}, "int8_layers is a tuple of layer names"),
     ],
 )
