@@ -2,6 +2,7 @@ import os
 import shutil
 
 import pytest
+from django.contrib.auth.models import Group, User
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -42,3 +43,20 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def operator_login(transactional_db):
+    user = User.objects.create_user("olga", password="a-long-operator-password")
+    # get_or_create: a transactional test before this one flushed the groups the migration made.
+    user.groups.add(Group.objects.get_or_create(name="operator")[0])
+    return "olga", "a-long-operator-password"
+
+
+def log_in(page, live_server, operator_login):
+    username, password = operator_login
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/fleet/")

@@ -3,37 +3,20 @@
 import signal
 
 import pytest
-from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect
 
+from tests.browser.conftest import log_in
 from tests.conftest import edge_agent
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.integration]
 
 
-@pytest.fixture
-def operator_login(transactional_db):
-    user = User.objects.create_user("olga", password="a-long-operator-password")
-    # get_or_create: a transactional test before this one flushed the groups the migration made.
-    user.groups.add(Group.objects.get_or_create(name="operator")[0])
-    return "olga", "a-long-operator-password"
-
-
-def _log_in(page, live_server, operator_login):
-    username, password = operator_login
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/fleet/")
-
-
 def test_the_fleet_list_follows_a_device_online_and_offline_without_reloading(
     page, live_server, operator_login, enroll, ingest_process, processes, platform_env
 ):
     state_dir, device_id = enroll("gate-box")
-    _log_in(page, live_server, operator_login)
+    log_in(page, live_server, operator_login)
     row = page.locator(f"tr[data-device='{device_id}']")
     expect(row.get_by_test_id("status")).to_have_text("offline")
     page.evaluate("window.__sameDocument = true")
@@ -58,7 +41,7 @@ def test_device_page_draws_live_telemetry_and_runs_a_ping(
     state_dir, device_id = enroll("south-lot-box")
     processes.start("agent", edge_agent(state_dir, "run", "--telemetry-interval", "1"), platform_env)
     wait_until(lambda: Device.objects.get(pk=device_id).online, timeout=20, message="online")
-    _log_in(page, live_server, operator_login)
+    log_in(page, live_server, operator_login)
 
     page.goto(f"{live_server.url}/devices/{device_id}/")
     canvas = page.locator("#telemetry-chart")
