@@ -32,10 +32,11 @@ def _camera_source(value: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _available_runtimes() -> list[str]:
-    from edge_agent.runtimes import available_runtimes
+def _registered_runtimes() -> list[str]:
+    # The registry only: which of them import here (onnxruntime...) is checked when the agent runs, not for --help.
+    from edge_agent.runtimes import RUNTIMES
 
-    return available_runtimes()
+    return sorted(RUNTIMES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="preferred runtime, repeatable in order of preference (default: cpu-int8, then reference); "
-        "available here: " + ", ".join(_available_runtimes()),
+        "registered: " + ", ".join(_registered_runtimes()),
     )
     run.add_argument("--threads", type=int, default=None, help="inference threads of the cpu-int8 runtime")
     run.add_argument(

@@ -76,16 +76,17 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class _Pacer:
     """Sleeps until frame n's due time (start + n / fps) when real time is asked for; wakes early on close."""
 
-    def __init__(self, fps: float, realtime: bool, closed: threading.Event):
+    def __init__(self, fps: float, realtime: bool, closed: threading.Event, clock=time.monotonic):
         self.interval = 1.0 / fps
         self.realtime = realtime
         self.closed = closed
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.count = 0
 
     def wait(self) -> None:
         if self.realtime:
-            self.closed.wait(max(0.0, self.start + self.count * self.interval - time.monotonic()))
+            self.closed.wait(max(0.0, self.start + self.count * self.interval - self.clock()))
         self.count += 1
 
 

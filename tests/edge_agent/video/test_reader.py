@@ -1,10 +1,9 @@
-import time
-
 import numpy as np
 import pytest
 
 from edge_agent.backoff import Backoff
-from edge_agent.video import CameraReader, StreamSource, SyntheticSource, VideoSourceError
+from edge_agent.video import CameraReader, Frame, StreamSource, SyntheticSource, VideoSource, VideoSourceError
+from tests.helpers import wait_until
 
 
 def finite_source(frames: int = 20, realtime: bool = False) -> SyntheticSource:
@@ -32,12 +31,13 @@ def test_a_consumer_that_reads_too_late_gets_the_newest_frames_and_the_rest_are_
 
 
 def test_a_slow_consumer_loses_frames_but_every_frame_is_accounted_for():
-    source = finite_source(20, realtime=True)  # 10 fps
     delivered = []
-    with CameraReader(source, max_queue=1) as reader:
+    with CameraReader(finite_source(20), max_queue=1) as reader:
         while (frame := reader.read(timeout=10)) is not None:
             delivered.append(frame.timestamp)
-            time.sleep(0.25)  # a consumer at 4 fps
+            # a consumer slower than the camera: before taking the next frame, the camera has made two more
+            read = reader.stats()["frames_read"]
+            wait_until(lambda read=read: reader.stats()["frames_read"] >= min(read + 2, 20) or not reader.running, 10)
         stats = reader.stats()
     assert stats["frames_read"] == 20
     assert stats["frames_dropped"] > 0
@@ -54,10 +54,18 @@ def test_a_fast_consumer_loses_nothing():
         np.testing.assert_array_equal(got.image, expected.image)
 
 
+class OneFrameThenSilence(VideoSource):
+    """A camera that delivers one frame and then nothing until it is closed (a stalled stream)."""
+
+    def frames(self):
+        yield Frame(0.0, np.zeros((60, 80, 3), np.uint8))
+        self._closed.wait()
+
+
 def test_read_times_out_and_stop_ends_an_endless_source_promptly():
-    reader = CameraReader(SyntheticSource(6, fps=0.5, realtime=True), max_queue=2).start()
-    assert reader.read(timeout=5) is not None  # the first frame is due at once
-    assert reader.read(timeout=0.1) is None  # the next one is due only after 2 s: the timeout returns first
+    reader = CameraReader(OneFrameThenSilence(), max_queue=2).start()
+    assert reader.read(timeout=5) is not None
+    assert reader.read(timeout=0.1) is None  # nothing more is coming: the timeout returns None
     reader.stop()
     assert not reader.running
 

@@ -2,7 +2,6 @@ import functools
 import http.server
 import itertools
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -65,13 +64,42 @@ def test_synthetic_frames_are_resized_to_the_model_input():
     assert frame.image.shape == (120, 160, 3) and frame.image.dtype == np.uint8
 
 
+class _RecordingEvent:
+    """A stand-in for the source's `closed` event that records how long the pacer asks to wait."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.waits = []
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        self.clock.now += timeout  # the wait lasts as long as asked: the clock moves on
+        return False
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
 def test_a_realtime_source_is_paced_at_its_fps():
-    started = time.monotonic()
-    frames = take(SyntheticSource(4, fps=20, sequence_s=1, realtime=True), 6)
-    elapsed = time.monotonic() - started
-    # frame n is due at n / fps: a paced source cannot have delivered the sixth before 0.25 s
-    assert len(frames) == 6
-    assert elapsed >= 0.24
+    from edge_agent.video.sources import _Pacer
+
+    clock = _Clock()
+    closed = _RecordingEvent(clock)
+    pacer = _Pacer(20, True, closed, clock=clock)
+    for frame in range(4):
+        if frame == 2:
+            clock.now += 0.02  # rendering frame 2 took 20 ms: the pacer waits that much less for it
+        pacer.wait()
+    # frame n is due at n / fps after the start: 0, 50, 100 and 150 ms
+    assert closed.waits == pytest.approx([0.0, 0.05, 0.03, 0.05])
+    free_running = _Pacer(20, False, closed, clock=clock)
+    free_running.wait()
+    assert len(closed.waits) == 4  # not realtime: never waits
 
 
 def test_an_mp4_written_with_opencv_reads_back_as_rgb_frames(tmp_path):

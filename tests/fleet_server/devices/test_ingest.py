@@ -26,7 +26,9 @@ def _online(**fields) -> fp.StatusBody:
 
 
 def test_online_status_updates_presence_and_what_the_device_reports(device):
-    counts = ingest_device_messages([_msg(device, _online(keepalive_s=20, telemetry_interval_s=5))])
+    slots = [fp.ModelSlot(slot="a", model="park-detector", version=3, active=True)]
+    status = _online(keepalive_s=20, telemetry_interval_s=5, models=slots, update_state="observe", scene_version=2)
+    counts = ingest_device_messages([_msg(device, status)])
 
     device.refresh_from_db()
     assert counts["status"] == 1
@@ -35,6 +37,8 @@ def test_online_status_updates_presence_and_what_the_device_reports(device):
     assert device.hardware_info["cpu_model"] == "ARM Cortex-A72"
     assert (device.keepalive_s, device.telemetry_interval_s) == (20, 5.0)
     assert device.heartbeat_deadline == NOW + timedelta(seconds=90)
+    assert device.model_slots == [{"slot": "a", "model": "park-detector", "version": 3, "active": True}]
+    assert (device.update_state, device.scene_version) == ("observe", 2)
 
 
 def test_last_will_marks_the_device_offline_and_keeps_last_seen(device):
