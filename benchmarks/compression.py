@@ -77,13 +77,16 @@ def _training_batches(budget_steps: int):
 
 
 def _detector_loss(model, batch):
+    """The training loss of the detector on a batch, on whatever device the model is (the sweep runs it on a GPU)."""
     import torch
 
     from smartpark.train import _to_training_input, centernet_loss, cpu_has_native_bf16
 
-    batch = dict(batch)
+    device = next(model.parameters()).device
+    batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
     images = _to_training_input(batch.pop("image"))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_native_bf16()):
+    bf16 = device.type == "cuda" or cpu_has_native_bf16()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         outputs = model(images)
     loss, _ = centernet_loss(outputs, batch)
     return loss

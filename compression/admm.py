@@ -28,6 +28,8 @@ from compression.progress import (
 from compression.pruning import boundary_layers, squash_masks_, weight_layers, weight_mask
 from model_store.ir import Codebook
 
+LEARNING_RATE_SCHEDULES = ("cosine", "constant")
+
 
 def weight_quantization(module: nn.Module) -> tuple[Codebook, Tensor, Tensor] | None:
     """(codebook, codes int8 like the weight, alpha float32 (O,)) of a layer that quantize_ quantized, else None.
@@ -72,6 +74,8 @@ class AdmmQuantConfig:
     learning_rate: float = 5e-4
     finetune_steps: int = 100
     finetune_learning_rate: float = 5e-4
+    # "cosine" anneals the fine-tuning rate to zero (the last steps polish instead of jittering); "constant" keeps it.
+    finetune_schedule: str = "cosine"
     progress_every: int = 10
 
     def __post_init__(self):
@@ -90,6 +94,8 @@ class AdmmQuantConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
+        if self.finetune_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ValueError(f"finetune_schedule is one of {LEARNING_RATE_SCHEDULES}, got {self.finetune_schedule!r}")
         if self.rho_growth is not None and not (math.isfinite(self.rho_growth) and self.rho_growth >= 1):
             raise ValueError(f"rho_growth must be at least 1 (rho never shrinks), got {self.rho_growth}")
         if self.rho_final < self.rho:
@@ -289,6 +295,9 @@ def _finetune(
     if not parameters or config.finetune_steps == 0:
         return []
     optimizer = torch.optim.Adam(parameters, lr=config.finetune_learning_rate)
+    schedule = None
+    if config.finetune_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_steps)
     losses = []
     for step in range(config.finetune_steps):
         loss = loss_fn(model, next(batches))
@@ -296,6 +305,8 @@ def _finetune(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(loss.item())
         if progress is not None and ((step + 1) % config.progress_every == 0 or step + 1 == config.finetune_steps):
             progress(Progress("finetune", step + 1, config.finetune_steps, losses[-1]))

@@ -28,7 +28,7 @@ def nearest_codes(weight: Tensor, codebook: Codebook, alpha: Tensor, mask: Tenso
     if codebook is Codebook.INT8:
         codes = scaled.round().clamp(-INT8_MAX_CODE, INT8_MAX_CODE)
     else:
-        magnitudes = _magnitudes(codebook)
+        magnitudes = _magnitudes(codebook, scaled.device)
         thresholds = (magnitudes[1:] + magnitudes[:-1]) / 2
         level = torch.bucketize(scaled.abs().contiguous(), thresholds)
         # sign(0) would be 0, which binary lacks: a zero weight takes +1 there (either sign errs alike).
@@ -97,7 +97,7 @@ def quantization_error(weight: Tensor, codes: Tensor, alpha: Tensor) -> Tensor:
 
 
 def _optimal_alpha(magnitude: Tensor, codebook: Codebook, mask: Tensor | None) -> Tensor:
-    magnitudes = _magnitudes(codebook)
+    magnitudes = _magnitudes(codebook, magnitude.device)
     lower, upper = magnitudes[:-1], magnitudes[1:]
     # Before any breakpoint (alpha -> infinity) every code has the smallest magnitude: 0, or 1 for binary.
     s1 = magnitudes[0] * magnitude.sum(dim=1)
@@ -128,8 +128,9 @@ def _explained(s1: Tensor, s2: Tensor) -> Tensor:
     return torch.where(s2 > 0, s1 * s1 / s2.clamp(min=1e-30), torch.zeros_like(s1))
 
 
-def _magnitudes(codebook: Codebook) -> Tensor:
-    return codebook_levels(codebook).abs().unique()
+def _magnitudes(codebook: Codebook, device: torch.device) -> Tensor:
+    """The distinct code magnitudes, on the device of the weights they are compared with (ADMM runs on a GPU too)."""
+    return codebook_levels(codebook).abs().unique().to(device)
 
 
 def _fill_unused_channels(alpha: Tensor, used: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ every phase, so the platform's job page can show a bar and a loss curve.
 """
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from torch import nn
 
 from compression.admm import AdmmQuantConfig, quantize_
 from compression.calibration import DEFAULT_PERCENTILE, calibrate, data_free_ranges
+from compression.distillation import frozen_teacher, with_distillation
 from compression.lowering import lower
 from compression.progress import LossFunction, Progress, ProgressCallback
 from compression.pruning import PruneConfig, prune_
@@ -40,6 +42,8 @@ class CompressConfig:
     input_shape: tuple[int, int, int, int] = (1, 3, 240, 320)
     input_range: tuple[float, float] = (0.0, 1.0)
     calibration_percentile: float = DEFAULT_PERCENTILE
+    # > 0: pruning, ADMM and fine-tuning also match the float model's outputs (compression.distillation).
+    distillation_weight: float = 0.0
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -53,6 +57,8 @@ class CompressConfig:
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range is (low, high) with low < high, got {self.input_range}")
+        if not (math.isfinite(self.distillation_weight) and self.distillation_weight >= 0):
+            raise ValueError(f"distillation_weight is zero (off) or positive, got {self.distillation_weight}")
 
 
 @dataclass
@@ -97,6 +103,8 @@ def compress(
     original = model
     model = copy.deepcopy(original).eval()
     before = _measure(metric, original, timings, "metric_before")
+    if loss_fn is not None and config.distillation_weight > 0:
+        loss_fn = with_distillation(loss_fn, frozen_teacher(copy.deepcopy(original)), config.distillation_weight)
 
     pruning_report = None
     if config.pruning is not None:

@@ -1,0 +1,211 @@
+"""Try compression settings side by side on the detector, to choose what `benchmarks/compression.py` runs.
+
+    python -m benchmarks.compression_sweep --device cuda --out results/ [--only NAME ...] [--scale 0.1]
+
+Each named experiment (EXPERIMENTS) runs in its own process, all at once, on frames rendered once into a
+shared pool (`benchmarks.frame_pool`): pruning (optional), ADMM quantization, then calibration, lowering to
+the integer IR and evaluation of the ONNX int8 model by ONNX Runtime on the held-out frames, exactly as
+the benchmark measures. A GPU runs several experiments at once; on a CPU use --only and a small --scale.
+Every result is appended to OUT/results.jsonl as it comes, every log line to OUT/log.txt.
+"""
+
+import argparse
+import copy
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BATCH_SIZE = 8
+TRAINING_SEED = 1
+FRAMES_PER_CONDITION = 50
+
+
+@dataclass(frozen=True)
+class Experiment:
+    codebook: str
+    admm_steps: int
+    finetune_steps: int
+    learning_rate: float = 5e-4
+    distillation_weight: float = 0.0
+    finetune_schedule: str = "cosine"
+    # Pruning (None: none): target sparsity, cuts, steps after each cut, rate, importance scope.
+    sparsity: float | None = None
+    pruning_steps: int = 20
+    steps_per_cut: int = 60
+    pruning_learning_rate: float = 1e-4
+    pruning_scope: str = "layer"
+
+    def scaled(self, scale: float) -> "Experiment":
+        def steps(n: int) -> int:
+            return max(1, round(n * scale))
+
+        return Experiment(
+            **{
+                **asdict(self),
+                "admm_steps": steps(self.admm_steps),
+                "finetune_steps": steps(self.finetune_steps),
+                "pruning_steps": max(2, round(self.pruning_steps * min(1.0, scale * 4))),
+                "steps_per_cut": steps(self.steps_per_cut),
+            }
+        )
+
+    @property
+    def training_steps(self) -> int:
+        pruning = self.pruning_steps * self.steps_per_cut if self.sparsity else 0
+        return pruning + self.admm_steps + self.finetune_steps
+
+
+EXPERIMENTS = {
+    "ternary": Experiment("ternary", 1200, 300, finetune_schedule="constant"),
+    "ternary-kd": Experiment("ternary", 1200, 300, distillation_weight=1.0),
+    "ternary-long-kd": Experiment("ternary", 2400, 600, distillation_weight=1.0),
+    "ternary-long-kd-lr1e-3": Experiment("ternary", 2400, 600, learning_rate=1e-3, distillation_weight=1.0),
+    "pow2-4-long-kd": Experiment("pow2-4", 2400, 600, distillation_weight=1.0),
+    "pruned-layer-lr5e-4-kd": Experiment(
+        "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, steps_per_cut=100, pruning_learning_rate=5e-4
+    ),
+    "pruned-global-lr5e-4-kd": Experiment(
+        "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, steps_per_cut=100,
+        pruning_learning_rate=5e-4, pruning_scope="global",
+    ),  # fmt: skip
+    "pruned-global-long-lr1e-3-kd": Experiment(
+        "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, pruning_steps=30, steps_per_cut=150,
+        pruning_learning_rate=1e-3, pruning_scope="global",
+    ),  # fmt: skip
+}
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a") as file:  # one short write per line: O_APPEND keeps lines of several processes whole
+        file.write(line + "\n")
+
+
+def prepare(out: Path, pool: Path, frames: int, workers: int, log) -> None:
+    """Render the training pool, the held-out frames and the calibration frames once for all experiments."""
+    import numpy as np
+
+    from benchmarks.frame_pool import render_pool
+    from smartpark.evaluate import heldout_frames
+    from smartpark.scenes import render_training_sample
+
+    started = time.perf_counter()
+    render_pool(pool, TRAINING_SEED, frames, workers, log=log)
+    log(f"pool of {frames} frames in {time.perf_counter() - started:.0f} s")
+    extras = pool / "frames.pkl"
+    if not extras.exists():
+        calibration = np.stack(
+            [render_training_sample(TRAINING_SEED * 10_000_000 + 5_000_000 + i).image for i in range(32)]
+        )
+        extras.write_bytes(pickle.dumps({"heldout": heldout_frames(FRAMES_PER_CONDITION), "calibration": calibration}))
+
+
+def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, out: Path, log) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from benchmarks.compression import OrtDetector, _detector_loss
+    from benchmarks.frame_pool import PoolDataset
+    from compression.admm import AdmmQuantConfig, quantize_
+    from compression.calibration import calibrate
+    from compression.distillation import frozen_teacher, with_distillation
+    from compression.lowering import lower
+    from compression.onnx_export import export_onnx
+    from compression.pruning import PruneConfig, prune_
+    from model_store.serialization import to_bytes
+    from smartpark.detector import load_detector, preprocess
+    from smartpark.evaluate import evaluate_detector
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    extras = pickle.loads((pool / "frames.pkl").read_bytes())
+    frames, calibration_images = extras["heldout"], extras["calibration"]
+    calibration = [preprocess(calibration_images[i : i + 8]) for i in range(0, len(calibration_images), 8)]
+    model = load_detector().to(device, memory_format=torch.channels_last)
+    loss_fn = _detector_loss
+    if experiment.distillation_weight:
+        loss_fn = with_distillation(loss_fn, frozen_teacher(copy.deepcopy(model)), experiment.distillation_weight)
+    data = DataLoader(PoolDataset(pool), batch_size=BATCH_SIZE, shuffle=False, pin_memory=device == "cuda")
+    result = {"name": name, **asdict(experiment)}
+    started = time.perf_counter()
+
+    def progress(p) -> None:
+        if p.step % 300 == 0 or p.step == p.total:
+            log(f"{name}: {p.phase} {p.step}/{p.total} loss {p.loss} ({time.perf_counter() - started:.0f} s)")
+
+    if experiment.sparsity:
+        pruning = PruneConfig(
+            target_sparsity=experiment.sparsity,
+            pruning_steps=experiment.pruning_steps,
+            finetune_steps_per_pruning_step=experiment.steps_per_cut,
+            learning_rate=experiment.pruning_learning_rate,
+            scope=experiment.pruning_scope,
+        )
+        prune_(model, pruning, data=data, loss_fn=loss_fn, progress=progress)
+        pruned = copy.deepcopy(model).cpu().eval()
+        result["pruned_float_map50"] = evaluate_detector(pruned, frames)["overall"]["mAP50"]
+        log(f"{name}: pruned float mAP@0.5 {result['pruned_float_map50']:.4f}")
+    quantization = AdmmQuantConfig(
+        codebook=experiment.codebook,
+        admm_steps=experiment.admm_steps,
+        finetune_steps=experiment.finetune_steps,
+        learning_rate=experiment.learning_rate,
+        finetune_schedule=experiment.finetune_schedule,
+    )
+    quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
+    result["train_seconds"] = round(time.perf_counter() - started, 1)
+    model = model.cpu().eval()
+    result["fake_quant_map50"] = evaluate_detector(model, frames)["overall"]["mAP50"]
+    log(f"{name}: fake-quantized float mAP@0.5 {result['fake_quant_map50']:.4f}")
+    _append(out / "results.jsonl", json.dumps({**result, "stage": "fake-quantized"}))
+    integer_model = lower(model, (1, 3, 240, 320), calibrate(model, calibration))
+    fp32_bytes = 4 * sum(p.numel() for p in load_detector().parameters())
+    result["compression_ratio"] = fp32_bytes / len(to_bytes(integer_model))
+    evaluation = evaluate_detector(OrtDetector(export_onnx(integer_model), True), frames)["overall"]
+    result["map50"], result["map"] = evaluation["mAP50"], evaluation["mAP"]
+    log(f"{name}: int8 mAP@0.5 {result['map50']:.4f} ratio {result['compression_ratio']:.1f}x")
+    _append(out / "results.jsonl", json.dumps({**result, "stage": "integer"}))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="torch device of the training (cpu, cuda)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and log.txt")
+    parser.add_argument("--pool", type=Path, default=Path("/tmp/compression-sweep-pool"), help="frame pool folder")
+    parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS), help="experiments to run (default all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke runs)")
+    parser.add_argument("--pool-frames", type=int, default=None, help="frames in the pool (default: longest run)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes rendering the pool")
+    parser.add_argument("--experiment", help=argparse.SUPPRESS)  # a child process runs this one experiment
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        _append(args.out / "log.txt", line)
+
+    experiments = {name: EXPERIMENTS[name].scaled(args.scale) for name in (args.only or EXPERIMENTS)}
+    if args.experiment:
+        run_experiment(args.experiment, experiments[args.experiment], args.pool, args.device, args.out, log)
+        return
+    longest = max(e.admm_steps + e.finetune_steps for e in experiments.values())
+    prepare(args.out, args.pool, args.pool_frames or longest * BATCH_SIZE, args.workers, log)
+    children = {}
+    for name in experiments:
+        command = [sys.executable, "-m", "benchmarks.compression_sweep", "--experiment", name, "--device", args.device]
+        command += ["--out", str(args.out), "--pool", str(args.pool), "--scale", str(args.scale)]
+        children[name] = subprocess.Popen(command)
+    failed = [name for name, child in children.items() if child.wait() != 0]
+    if failed:
+        log(f"failed: {failed}")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
