@@ -17,6 +17,7 @@ numpy reference executor.
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +33,12 @@ TARGETS = {
 }
 TRAINING_SEED = 1  # scenes of training seed 1: the training distribution, never the held-out seeds
 BATCH_SIZE = 8
+POOL_DIRECTORY = Path(__file__).parent / "scratch" / "frame-pool"
 CALIBRATION_FRAMES = 32
+# Chosen by `python -m benchmarks.compression_sweep` (docs/benchmarks.md gives its results): every training
+# method distills from the fp32 detector, and pruning ranks weights globally at a rate that lets it recover.
+DISTILLATION_WEIGHT = 1.0
+PRUNING_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -51,29 +57,22 @@ class Budget:
     def for_options(cls, options: Options) -> "Budget":
         if options.quick:
             return cls(8, 6, 2, 2, 2, 3, 10)
-        return cls(50, 1200, 300, 20, 60, 30, 300)
+        return cls(50, 2400, 600, 30, 150, 30, 300)
 
 
-def _training_batches(budget_steps: int):
-    """Rendered training batches (seeded), cycled by the compression code: (images uint8, targets)."""
-    import torch
+def _training_batches(budget: Budget, log):
+    """Training batches (seeded, in order) from a pool of frames rendered once for every method, cycled as needed.
+
+    Every method trains on the same frames, so rendering them once (in parallel, kept under
+    benchmarks/scratch for the next run) instead of once per method halves the benchmark's time.
+    """
     from torch.utils.data import DataLoader
 
-    from smartpark.train import SceneTargets, _single_threaded_worker
+    from benchmarks.frame_pool import PoolDataset, render_pool
 
-    dataset = SceneTargets(seed=TRAINING_SEED, length=max(1, budget_steps) * BATCH_SIZE)
-    return DataLoader(
-        dataset,
-        batch_size=BATCH_SIZE,
-        shuffle=False,
-        num_workers=1,
-        # Spawned, not forked: by now this process has run OpenMP thread pools (the fp32 evaluation), and a
-        # worker forked from it deadlocks on their locks before rendering its first frame.
-        multiprocessing_context="spawn",
-        persistent_workers=True,
-        worker_init_fn=_single_threaded_worker,
-        generator=torch.Generator().manual_seed(TRAINING_SEED),
-    )
+    frames = (budget.admm_steps + budget.finetune_steps) * BATCH_SIZE
+    pool = render_pool(POOL_DIRECTORY / f"seed{TRAINING_SEED}-{frames}", TRAINING_SEED, frames, log=log)
+    return DataLoader(PoolDataset(pool), batch_size=BATCH_SIZE, shuffle=False)
 
 
 def _detector_loss(model, batch):
@@ -208,36 +207,40 @@ def _detector_rows(budget: Budget, log) -> tuple[list[dict], dict]:
 
     admm = AdmmQuantConfig(admm_steps=budget.admm_steps, finetune_steps=budget.finetune_steps)
     no_admm = AdmmQuantConfig(admm_steps=0, finetune_steps=0)
-    train_steps = budget.admm_steps + budget.finetune_steps
     pruning = PruneConfig(
         target_sparsity=0.9,
         pruning_steps=budget.pruning_steps,
         finetune_steps_per_pruning_step=budget.finetune_per_pruning_step,
+        learning_rate=PRUNING_LEARNING_RATE,
+        scope="global",
     )
     methods = [
         *[
-            (f"projection only, {cb}", CompressConfig(replace(no_admm, codebook=cb)), 0)
+            (f"projection only, {cb}", CompressConfig(replace(no_admm, codebook=cb)), False)
             for cb in (Codebook.BINARY, Codebook.TERNARY, Codebook.POW2_2, Codebook.POW2_4)
         ],
         *[
-            (f"ADMM {cb}", CompressConfig(replace(admm, codebook=cb)), train_steps)
+            (f"ADMM {cb}", CompressConfig(replace(admm, codebook=cb), distillation_weight=DISTILLATION_WEIGHT), True)
             for cb in (Codebook.BINARY, Codebook.TERNARY, Codebook.POW2_2, Codebook.POW2_4)
         ],
         (
             "90 % pruned + ADMM pow2-4",
-            CompressConfig(replace(admm, codebook=Codebook.POW2_4), pruning=pruning),
-            train_steps + budget.pruning_steps * budget.finetune_per_pruning_step,
+            CompressConfig(
+                replace(admm, codebook=Codebook.POW2_4), pruning=pruning, distillation_weight=DISTILLATION_WEIGHT
+            ),
+            True,
         ),
-        ("data-free pow2-4", CompressConfig(replace(no_admm, codebook=Codebook.POW2_4), data_free=True), 0),
+        ("data-free pow2-4", CompressConfig(replace(no_admm, codebook=Codebook.POW2_4), data_free=True), False),
     ]
+    training_batches = _training_batches(budget, log)
     reports = {}
-    for name, config, steps in methods:
+    for name, config, trains in methods:
         started = time.perf_counter()
         result = compress(
             model,
             config,
-            data=_training_batches(steps) if steps else None,
-            loss_fn=_detector_loss if steps else None,
+            data=training_batches if trains else None,
+            loss_fn=_detector_loss if trains else None,
             calibration=[] if config.data_free else calibration,
         )
         seconds = time.perf_counter() - started

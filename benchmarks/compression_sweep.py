@@ -33,6 +33,10 @@ class Experiment:
     learning_rate: float = 5e-4
     distillation_weight: float = 0.0
     finetune_schedule: str = "cosine"
+    finetune_learning_rate: float = 5e-4
+    finetune_codes: bool = False
+    rho: float = 0.01
+    rho_final: float = 3.0
     # Pruning (None: none): target sparsity, cuts, steps after each cut, rate, importance scope.
     sparsity: float | None = None
     pruning_steps: int = 20
@@ -70,13 +74,36 @@ EXPERIMENTS = {
         "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, steps_per_cut=100, pruning_learning_rate=5e-4
     ),
     "pruned-global-lr5e-4-kd": Experiment(
-        "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, steps_per_cut=100,
-        pruning_learning_rate=5e-4, pruning_scope="global",
-    ),  # fmt: skip
+        "pow2-4",
+        2400,
+        600,
+        distillation_weight=1.0,
+        sparsity=0.9,
+        steps_per_cut=100,
+        pruning_learning_rate=5e-4,
+        pruning_scope="global",
+    ),
     "pruned-global-long-lr1e-3-kd": Experiment(
-        "pow2-4", 2400, 600, distillation_weight=1.0, sparsity=0.9, pruning_steps=30, steps_per_cut=150,
-        pruning_learning_rate=1e-3, pruning_scope="global",
-    ),  # fmt: skip
+        "pow2-4",
+        2400,
+        600,
+        distillation_weight=1.0,
+        sparsity=0.9,
+        pruning_steps=30,
+        steps_per_cut=150,
+        pruning_learning_rate=1e-3,
+        pruning_scope="global",
+    ),
+    "ternary-kd-rho10": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho_final=10.0),
+    "ternary-kd-ftlr2e-3": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_learning_rate=2e-3),
+    "ternary-kd5": Experiment("ternary", 1200, 300, distillation_weight=5.0),
+    "ternary-kd-rho1e-3": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho=1e-3),
+    "ternary-kd-lr2e-3": Experiment("ternary", 1200, 300, learning_rate=2e-3, distillation_weight=1.0),
+    "ternary-kd-rho30": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho_final=30.0),
+    "ternary-kd-ste": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True),
+    "ternary-ste": Experiment("ternary", 1200, 300, finetune_codes=True),
+    "pow2-4-long": Experiment("pow2-4", 2400, 600),
+    "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
 }
 
 
@@ -122,7 +149,7 @@ def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, o
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    extras = pickle.loads((pool / "frames.pkl").read_bytes())
+    extras = pickle.loads((pool / "frames.pkl").read_bytes())  # noqa: S301 - prepare() wrote it, in our pool
     frames, calibration_images = extras["heldout"], extras["calibration"]
     calibration = [preprocess(calibration_images[i : i + 8]) for i in range(0, len(calibration_images), 8)]
     model = load_detector().to(device, memory_format=torch.channels_last)
@@ -155,6 +182,10 @@ def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, o
         finetune_steps=experiment.finetune_steps,
         learning_rate=experiment.learning_rate,
         finetune_schedule=experiment.finetune_schedule,
+        finetune_learning_rate=experiment.finetune_learning_rate,
+        finetune_codes=experiment.finetune_codes,
+        rho=experiment.rho,
+        rho_final=experiment.rho_final,
     )
     quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
@@ -176,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="torch device of the training (cpu, cuda)")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and log.txt")
-    parser.add_argument("--pool", type=Path, default=Path("/tmp/compression-sweep-pool"), help="frame pool folder")
+    parser.add_argument("--pool", type=Path, default=Path("benchmarks/scratch/frame-pool"), help="frame pool folder")
     parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS), help="experiments to run (default all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke runs)")
     parser.add_argument("--pool-frames", type=int, default=None, help="frames in the pool (default: longest run)")

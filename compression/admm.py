@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from compression.codebooks import dequantize, project
 from compression.progress import (
@@ -76,6 +77,8 @@ class AdmmQuantConfig:
     finetune_learning_rate: float = 5e-4
     # "cosine" anneals the fine-tuning rate to zero (the last steps polish instead of jittering); "constant" keeps it.
     finetune_schedule: str = "cosine"
+    # True: fine-tuning also moves the codes (see _finetune_codes); False: only the float parts train.
+    finetune_codes: bool = False
     progress_every: int = 10
 
     def __post_init__(self):
@@ -235,8 +238,12 @@ def quantize_(
             batches = cycle_batches(data)
             model.train()
             report.admm_loss_history = _admm(model, states, config, batches, loss_fn, progress)
-            report.layers = [state.assign() for state in states]
-            report.finetune_loss_history = _finetune(model, config, batches, loss_fn, progress)
+            if config.finetune_codes:
+                report.finetune_loss_history = _finetune_codes(model, states, config, batches, loss_fn, progress)
+                report.layers = [state.assign() for state in states]
+            else:
+                report.layers = [state.assign() for state in states]
+                report.finetune_loss_history = _finetune(model, config, batches, loss_fn, progress)
         else:
             report.layers = [state.assign() for state in states]
             if progress is not None:
@@ -310,6 +317,70 @@ def _finetune(
         losses.append(loss.item())
         if progress is not None and ((step + 1) % config.progress_every == 0 or step + 1 == config.finetune_steps):
             progress(Progress("finetune", step + 1, config.finetune_steps, losses[-1]))
+    return losses
+
+
+class _StraightThroughProjection(nn.Module):
+    """The parametrization weight = project(shadow), with the gradient passed straight through to the shadow."""
+
+    def __init__(self, codebook: Codebook, mask: Tensor | None):
+        super().__init__()
+        self.codebook, self.mask = codebook, mask
+
+    def forward(self, shadow: Tensor) -> Tensor:
+        codes, alpha = project(shadow.detach(), self.codebook, self.mask)
+        return shadow + (dequantize(codes, alpha).to(shadow.dtype) - shadow).detach()
+
+
+def _finetune_codes(
+    model: nn.Module,
+    states: list[_LayerState],
+    config: AdmmQuantConfig,
+    batches,
+    loss_fn: LossFunction,
+    progress: ProgressCallback | None,
+) -> list[float]:
+    """Fine-tune with the codes free: each layer computes with the projection of a float shadow weight.
+
+    The shadows start at the hard assignment G, so the first step computes exactly what ADMM ended with;
+    the straight-through estimator (Bengio et al. 2013; the fine-tuning of most quantization-aware
+    training) lets the loss move a shadow across a code boundary, which frozen codes never allow. At the
+    end each layer is projected once more and its codes are those of its shadow.
+    """
+    for state in states:
+        state.module.weight.data.copy_(state.target.to(state.module.weight.dtype))
+        parametrize.register_parametrization(
+            state.module, "weight", _StraightThroughProjection(state.codebook, state.mask)
+        )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=config.finetune_learning_rate)
+    schedule = None
+    if config.finetune_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.finetune_steps))
+    losses = []
+    try:
+        for step in range(config.finetune_steps):
+            loss = loss_fn(model, next(batches))
+            check_loss(loss, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for state in states:
+                shadow = state.module.parametrizations.weight.original
+                if state.mask is not None and shadow.grad is not None:
+                    shadow.grad.mul_(state.mask)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            losses.append(loss.item())
+            if progress is not None and ((step + 1) % config.progress_every == 0 or step + 1 == config.finetune_steps):
+                progress(Progress("finetune", step + 1, config.finetune_steps, losses[-1]))
+    finally:
+        for state in states:
+            # The plain parameter again, holding the shadow; project() below turns it into codes.
+            parametrize.remove_parametrizations(state.module, "weight", leave_parametrized=False)
+            state.dual.zero_()
+            state.project()
+            state.residuals.append(state.residual())
     return losses
 
 

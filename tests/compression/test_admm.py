@@ -1,4 +1,5 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -192,6 +193,7 @@ def test_rho_reaches_rho_final_at_the_end_of_any_run_length():
         ({"rho_growth": 0.9}, "rho_growth must be at least 1"),
         ({"rho": 0.1, "rho_final": 0.05}, "rho_final .* must be at least rho"),
         ({"int8_layers": "stem.0"}, "int8_layers is a tuple of layer names"),
+        ({"finetune_schedule": "linear"}, "finetune_schedule is one of"),
     ],
 )
 def test_config_rejects_what_cannot_run(arguments, message):
@@ -208,3 +210,40 @@ def test_quantize_rejects_unknown_layers_and_half_the_training_inputs():
         quantize_(tiny_conv_net(), AdmmQuantConfig(), [torch.zeros(2, 3, 4, 4)], lambda model, batch: model(batch))
     with pytest.raises(ValueError, match="yielded no batch"):
         quantize_(tiny_conv_net(), AdmmQuantConfig(), [], lambda model, batch: model(batch).sum())
+
+
+def test_fine_tuning_the_codes_moves_them_past_the_hard_assignment_and_ends_in_the_codebook():
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(256, 16, generator=generator)
+    teacher = nn.Linear(16, 4)
+    teacher.weight.data = 0.3 * torch.randint(-1, 2, (4, 16), generator=generator).float()
+    targets = teacher(inputs).detach()
+    batches = [(inputs[i : i + 32], targets[i : i + 32]) for i in range(0, 256, 32)]
+
+    def loss_fn(model, batch):
+        return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+    student = nn.Linear(16, 4)
+    student.weight.data = teacher.weight.data + 0.4 * torch.randn(4, 16, generator=generator)
+    student.bias.data = teacher.bias.data.clone()
+    # Two ADMM steps leave the hard assignment far from the task's codes: only fine-tuning can repair it.
+    config = AdmmQuantConfig(
+        codebook=Codebook.TERNARY, int8_boundary_layers=False, admm_steps=2, finetune_steps=200,
+        finetune_learning_rate=1e-2,
+    )  # fmt: skip
+    frozen, free = copy.deepcopy(student), copy.deepcopy(student)
+    mask = torch.rand(4, 16, generator=generator) > 0.3
+    free.register_buffer("weight_mask", mask)
+    free.weight.data *= mask
+
+    quantize_(frozen, config, batches, loss_fn)
+    report = quantize_(free, replace(config, finetune_codes=True), batches, loss_fn)
+
+    assert_exactly_in_codebook(free, Codebook.TERNARY)
+    assert not torch.nn.utils.parametrize.is_parametrized(free)
+    _, codes, _ = weight_quantization(free)
+    assert (codes[~mask] == 0).all()
+    assert len(report.finetune_loss_history) == 200 and len(report.layers[0].residual_history) == 3
+    with torch.no_grad():
+        frozen_loss, free_loss = loss_fn(frozen, (inputs, targets)), loss_fn(free, (inputs, targets))
+    assert free_loss < 0.5 * frozen_loss

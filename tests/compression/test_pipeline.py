@@ -132,6 +132,29 @@ def test_data_dependent_compression_prunes_quantizes_reports_progress_and_measur
     assert "| layer | codebook |" in report.markdown()
 
 
+def test_distillation_adds_the_float_models_output_gap_to_the_loss_and_leaves_the_original_trainable(trained):
+    data = _batches(4, seed=1)
+    calibration = [images for images, _ in data[:2]]
+    quantization = AdmmQuantConfig(codebook="ternary", admm_steps=4, finetune_steps=2)
+    before = {name: value.clone() for name, value in trained.state_dict().items()}
+
+    plain = compress(trained, CompressConfig(quantization, input_shape=INPUT_SHAPE), data=data, loss_fn=_loss,
+                     calibration=calibration)  # fmt: skip
+    distilled = compress(
+        trained,
+        CompressConfig(quantization, input_shape=INPUT_SHAPE, distillation_weight=10.0),
+        data=data,
+        loss_fn=_loss,
+        calibration=calibration,
+    )
+
+    # Step one trains the same weights on the same batch: only the distillation term differs, and it is > 0
+    # (the student's batch norm uses batch statistics, the teacher's its running ones).
+    assert distilled.report.loss_history[0] > plain.report.loss_history[0]
+    assert all(torch.equal(value, before[name]) for name, value in trained.state_dict().items())
+    assert all(parameter.requires_grad for parameter in trained.parameters())
+
+
 def test_compression_with_data_but_without_calibration_or_loss_is_refused(trained):
     config = CompressConfig(input_shape=INPUT_SHAPE)
     with pytest.raises(ValueError, match="calibration batches"):
@@ -147,6 +170,7 @@ def test_compression_with_data_but_without_calibration_or_loss_is_refused(traine
         ({"input_range": (1.0, 0.0)}, "input_range"),
         ({"quantization": "pow2-4"}, "AdmmQuantConfig"),
         ({"pruning": 0.9}, "PruneConfig"),
+        ({"distillation_weight": -1.0}, "distillation_weight"),
     ],
 )
 def test_compress_config_is_checked_at_construction(kwargs, message):
