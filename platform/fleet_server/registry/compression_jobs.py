@@ -254,6 +254,7 @@ def _compress_and_package(job: CompressionJob, reporter: ProgressReporter) -> Pa
         admm_steps=config["admm_steps"] if preset.trains else 0,
         finetune_steps=config["finetune_steps"] if preset.trains else 0,
         learning_rate=config.get("learning_rate", AdmmQuantConfig.learning_rate),
+        finetune_codes=bool(config.get("finetune_codes", False)),
         progress_every=1,
     )
     pruning = None
@@ -262,12 +263,16 @@ def _compress_and_package(job: CompressionJob, reporter: ProgressReporter) -> Pa
             target_sparsity=config["target_sparsity"],
             pruning_steps=config["pruning_steps"],
             finetune_steps_per_pruning_step=config["finetune_steps_per_pruning_step"],
+            learning_rate=config.get("pruning_learning_rate", PruneConfig.learning_rate),
+            # Taylor importance ranks all layers together (docs/architecture.md); magnitudes only per layer.
+            scope="global" if preset.trains else "layer",
             progress_every=1,
         )
     compress_config = CompressConfig(
         quantization=quantization,
         pruning=pruning,
         data_free=preset.data_free,
+        distillation_weight=config.get("distillation_weight", 0.0),
         input_shape=tuple(version.input_shape),
         metadata={"family": version.family.name, "model_version": version.version, "preset": preset.key},
     )

@@ -75,10 +75,17 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "admm_steps": Setting(300, 1, 20_000, "training", "ADMM steps"),
-    "finetune_steps": Setting(100, 0, 5_000, "training", "fine-tuning steps of the float parts after ADMM"),
+    "finetune_steps": Setting(100, 0, 5_000, "training", "fine-tuning steps after ADMM"),
+    "finetune_codes": Setting(
+        1, 0, 1, "training", "1: fine-tuning moves the codes too (straight-through); 0: float parts only"
+    ),
+    "distillation_weight": Setting(
+        1.0, 0.0, 100.0, "training", "weight of matching the float model's outputs (0: off)"
+    ),
     "pruning_steps": Setting(8, 1, 100, "pruning", "steps of the cubic sparsity schedule"),
     "finetune_steps_per_pruning_step": Setting(25, 0, 1_000, "pruning", "training steps after each pruning step"),
     "target_sparsity": Setting(0.9, 0.05, 0.98, "pruning", "fraction of zero weights"),
+    "pruning_learning_rate": Setting(1e-3, 1e-6, 1e-1, "pruning", "Adam learning rate between pruning steps"),
     "batch_size": Setting(8, 1, 64, "training", "rendered frames per training batch"),
     "learning_rate": Setting(5e-4, 1e-6, 1e-1, "training", "ADMM's Adam learning rate"),
     "calibration_frames": Setting(32, 1, 512, "data", "rendered frames for the activation ranges"),
