@@ -9,8 +9,9 @@ ternary, {0, +-1, +-2} and {0, +-1, +-2, +-4}; 90 % pruning then ADMM {+-4}; and
 (projection and batch-norm-statistics calibration only). The first and last layers keep int8 codes
 in every compressed row. Every training method distills from the fp32 detector, and after ADMM's hard
 assignment its fine-tuning moves the codes too (straight-through); pruning ranks weights globally by
-|w dL/dw| over 30 cuts. All of them train on the same frames, rendered once into a pool. Compression ratio is fp32 parameter bytes over the bytes of the whole
-``model.ir`` file (for the peer: over its ONNX file).
+|w dL/dw| over 30 cuts. All of them train on the same frames, rendered once into a pool. Compression
+ratio is fp32 parameter bytes over the bytes of the whole ``model.ir`` file (for the peer: over its
+ONNX file).
 
 The digits classifier (scikit-learn's ``load_digits``, real handwriting that ships offline) repeats
 the codebook comparison on a second dataset; its accuracy is measured on the integer model by the
