@@ -41,7 +41,7 @@ CALIBRATION_FRAMES = 32
 # Chosen by `python -m benchmarks.compression_sweep` (docs/benchmarks.md gives its results): every training
 # method distills from the fp32 detector, and pruning ranks weights globally at a rate that lets it recover.
 DISTILLATION_WEIGHT = 1.0
-# After ADMM's hard assignment, fine-tuning moves the codes too (straight-through): +1.7 points at ternary.
+# After ADMM's hard assignment, fine-tuning moves the codes too (straight-through): the best ternary sweep runs.
 FINETUNE_CODES = True
 PRUNING_LEARNING_RATE = 1e-3
 
