@@ -103,6 +103,8 @@ EXPERIMENTS = {
     "ternary-kd-ste": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True),
     "ternary-ste": Experiment("ternary", 1200, 300, finetune_codes=True),
     "ternary-kd-ste-qat1500": Experiment("ternary", 1500, 1500, distillation_weight=1.0, finetune_codes=True),
+    # The compression benchmark's own ternary row, to compare a sweep run with a benchmark run.
+    "ternary-as-benchmarked": Experiment("ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True),
     "ternary-kd-ste-600": Experiment("ternary", 600, 600, distillation_weight=1.0, finetune_codes=True),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
