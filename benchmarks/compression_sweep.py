@@ -183,6 +183,7 @@ def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, o
     frames, validation, calibration_images = extras["heldout"], extras["validation"], extras["calibration"]
     calibration = [preprocess(calibration_images[i : i + 8]) for i in range(0, len(calibration_images), 8)]
     model = load_detector().to(device, memory_format=torch.channels_last)
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     loss_fn = _detector_loss
     if experiment.distillation_weight:
         loss_fn = with_distillation(loss_fn, frozen_teacher(copy.deepcopy(model)), experiment.distillation_weight)
@@ -224,7 +225,6 @@ def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, o
     log(f"{name}: fake-quantized float mAP@0.5 {result['fake_quant_map50']:.4f}")
     _append(out / "results.jsonl", json.dumps({**result, "stage": "fake-quantized"}))
     integer_model = lower(model, (1, 3, 240, 320), calibrate(model, calibration))
-    fp32_bytes = 4 * sum(p.numel() for p in load_detector().parameters())
     result["compression_ratio"] = fp32_bytes / len(to_bytes(integer_model))
     detector = OrtDetector(export_onnx(integer_model), True)
     evaluation = evaluate_detector(detector, frames)["overall"]

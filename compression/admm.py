@@ -10,7 +10,7 @@ data it is projection only. Batch norm is not folded here: the lowering folds it
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -295,9 +295,15 @@ def _admm(
 
 
 def _finetune(
-    model: nn.Module, config: AdmmQuantConfig, batches, loss_fn: LossFunction, progress: ProgressCallback | None
+    model: nn.Module,
+    config: AdmmQuantConfig,
+    batches,
+    loss_fn: LossFunction,
+    progress: ProgressCallback | None,
+    before_step: Callable[[], None] = lambda: None,
 ) -> list[float]:
-    """Train what stays float (batch norm, biases) against the frozen codes; BN statistics follow them too."""
+    """Train what requires grad: the float parts (batch norm, biases; their statistics follow), and with
+    `_finetune_codes` the shadow weights too. `before_step` runs between backward and the optimizer step."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters or config.finetune_steps == 0:
         return []
@@ -311,6 +317,7 @@ def _finetune(
         check_loss(loss, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        before_step()
         optimizer.step()
         if schedule is not None:
             schedule.step()
@@ -352,28 +359,15 @@ def _finetune_codes(
         parametrize.register_parametrization(
             state.module, "weight", _StraightThroughProjection(state.codebook, state.mask)
         )
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=config.finetune_learning_rate)
-    schedule = None
-    if config.finetune_schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.finetune_steps))
-    losses = []
+
+    def mask_shadow_gradients() -> None:
+        for state in states:
+            shadow = state.module.parametrizations.weight.original
+            if state.mask is not None and shadow.grad is not None:
+                shadow.grad.mul_(state.mask)
+
     try:
-        for step in range(config.finetune_steps):
-            loss = loss_fn(model, next(batches))
-            check_loss(loss, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for state in states:
-                shadow = state.module.parametrizations.weight.original
-                if state.mask is not None and shadow.grad is not None:
-                    shadow.grad.mul_(state.mask)
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            losses.append(loss.item())
-            if progress is not None and ((step + 1) % config.progress_every == 0 or step + 1 == config.finetune_steps):
-                progress(Progress("finetune", step + 1, config.finetune_steps, losses[-1]))
+        return _finetune(model, config, batches, loss_fn, progress, before_step=mask_shadow_gradients)
     finally:
         for state in states:
             # The plain parameter again, holding the shadow; project() below turns it into codes.
@@ -381,7 +375,6 @@ def _finetune_codes(
             state.dual.zero_()
             state.project()
             state.residuals.append(state.residual())
-    return losses
 
 
 def _mean_residual(states: list[_LayerState]) -> float:

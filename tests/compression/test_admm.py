@@ -1,4 +1,5 @@
 import copy
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -247,3 +248,18 @@ def test_fine_tuning_the_codes_moves_them_past_the_hard_assignment_and_ends_in_t
     with torch.no_grad():
         frozen_loss, free_loss = loss_fn(frozen, (inputs, targets)), loss_fn(free, (inputs, targets))
     assert free_loss < 0.5 * frozen_loss
+
+
+@pytest.mark.parametrize(("schedule", "expected_ratios"), [("cosine", [0.8536, 0.5]), ("constant", [1.0, 1.0])])
+def test_fine_tuning_follows_its_learning_rate_schedule(schedule, expected_ratios):
+    # Zero inputs and a summed output: the bias gets the same gradient every step, so each Adam step moves it
+    # by that step's learning rate, and each loss drop is proportional to it.
+    model = nn.Linear(3, 2)
+    batches = [torch.zeros(4, 3)]
+    config = AdmmQuantConfig(admm_steps=0, finetune_steps=4, finetune_learning_rate=1e-2, finetune_schedule=schedule)
+
+    report = quantize_(model, config, batches, lambda model, batch: model(batch).sum())
+
+    losses = report.finetune_loss_history
+    drops = [before - after for before, after in itertools.pairwise(losses)]
+    assert [drop / drops[0] for drop in drops[1:]] == pytest.approx(expected_ratios, rel=1e-3)

@@ -48,6 +48,13 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _new_claim_secret() -> str:
+    """32 URL-safe characters that never start with "-": `edge-agent enroll --token -x…` would read it as an option."""
+    while (token := secrets.token_urlsafe(24)).startswith("-"):
+        pass
+    return token
+
+
 def create_claim_token(
     site: Site, *, created_by=None, ttl: timedelta | None = None, note: str = ""
 ) -> tuple[ClaimToken, str]:
@@ -55,7 +62,7 @@ def create_claim_token(
     ttl = ttl or timedelta(hours=settings.CLAIM_TOKEN_DEFAULT_TTL_HOURS)
     if ttl <= timedelta(0):
         raise ValueError("a claim token must live for a positive time")
-    token = secrets.token_urlsafe(24)
+    token = _new_claim_secret()
     claim = ClaimToken.objects.create(
         site=site,
         token_hash=_token_hash(token),

@@ -124,3 +124,11 @@ def test_devices_never_receive_the_platforms_own_broker_login(site, settings):
 
     assert answer["mqtt"]["url"] == "mqtts://broker.example.com:8883"
     assert "s3cret" not in str(answer)
+
+
+def test_claim_tokens_never_start_with_a_dash_which_the_enroll_command_line_would_take_for_an_option(site):
+    # One URL-safe token in 64 would start with "-"; 500 of them would almost surely hold one.
+    tokens = [create_claim_token(site)[1] for _ in range(500)]
+
+    assert not [token for token in tokens if token.startswith("-")]
+    assert len(set(tokens)) == 500 and {len(token) for token in tokens} == {32}
