@@ -35,6 +35,8 @@ class Experiment:
     finetune_steps: int
     learning_rate: float = 5e-4
     distillation_weight: float = 0.0
+    # > 0: also match the fp32 detector's activations at smartpark.detector.DISTILLATION_FEATURES.
+    feature_distillation_weight: float = 0.0
     finetune_schedule: str = "cosine"
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
@@ -109,6 +111,13 @@ EXPERIMENTS = {
     # The compression benchmark's own ternary row, to compare a sweep run with a benchmark run.
     "ternary-as-benchmarked": Experiment("ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True),
     "ternary-kd-ste-600": Experiment("ternary", 600, 600, distillation_weight=1.0, finetune_codes=True),
+    # Feature distillation (this session's question): the same schedule with and without it, at two weights.
+    "ternary-kd-ste-feat1": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, feature_distillation_weight=1.0, finetune_codes=True
+    ),
+    "ternary-kd-ste-feat0.2": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, feature_distillation_weight=0.2, finetune_codes=True
+    ),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
 }
@@ -134,7 +143,11 @@ def validation_frames(frames_per_condition: int) -> list:
     ]
 
 
-def prepare(out: Path, pool: Path, frames: int, workers: int, log) -> None:
+def _extras_path(pool: Path, validation_per_condition: int) -> Path:
+    return pool / f"frames-validation{validation_per_condition}.pkl"
+
+
+def prepare(out: Path, pool: Path, frames: int, workers: int, validation_per_condition: int, log) -> None:
     """Render the training pool, the held-out frames and the calibration frames once for all experiments."""
     import numpy as np
 
@@ -145,7 +158,7 @@ def prepare(out: Path, pool: Path, frames: int, workers: int, log) -> None:
     started = time.perf_counter()
     render_pool(pool, TRAINING_SEED, frames, workers, log=log)
     log(f"pool of {frames} frames in {time.perf_counter() - started:.0f} s")
-    extras = pool / "frames.pkl"
+    extras = _extras_path(pool, validation_per_condition)
     if not extras.exists():
         calibration = np.stack(
             [render_training_sample(TRAINING_SEED * 10_000_000 + 5_000_000 + i).image for i in range(32)]
@@ -154,14 +167,23 @@ def prepare(out: Path, pool: Path, frames: int, workers: int, log) -> None:
             pickle.dumps(
                 {
                     "heldout": heldout_frames(FRAMES_PER_CONDITION),
-                    "validation": validation_frames(FRAMES_PER_CONDITION),
+                    "validation": validation_frames(validation_per_condition),
                     "calibration": calibration,
                 }
             )
         )
 
 
-def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, out: Path, log) -> dict:
+def run_experiment(
+    name: str,
+    experiment: Experiment,
+    pool: Path,
+    device: str,
+    out: Path,
+    log,
+    threads: int = 2,
+    validation_per_condition: int = FRAMES_PER_CONDITION,
+) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
@@ -174,19 +196,26 @@ def run_experiment(name: str, experiment: Experiment, pool: Path, device: str, o
     from compression.onnx_export import export_onnx
     from compression.pruning import PruneConfig, prune_
     from model_store.serialization import to_bytes
-    from smartpark.detector import load_detector, preprocess
+    from smartpark.detector import DISTILLATION_FEATURES, load_detector, preprocess
     from smartpark.evaluate import evaluate_detector
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
-    extras = pickle.loads((pool / "frames.pkl").read_bytes())  # noqa: S301 - prepare() wrote it, in our pool
+    torch.set_num_threads(threads)
+    # prepare() wrote it, in our pool
+    extras = pickle.loads(_extras_path(pool, validation_per_condition).read_bytes())  # noqa: S301
     frames, validation, calibration_images = extras["heldout"], extras["validation"], extras["calibration"]
     calibration = [preprocess(calibration_images[i : i + 8]) for i in range(0, len(calibration_images), 8)]
     model = load_detector().to(device, memory_format=torch.channels_last)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     loss_fn = _detector_loss
-    if experiment.distillation_weight:
-        loss_fn = with_distillation(loss_fn, frozen_teacher(copy.deepcopy(model)), experiment.distillation_weight)
+    if experiment.distillation_weight or experiment.feature_distillation_weight:
+        loss_fn = with_distillation(
+            loss_fn,
+            frozen_teacher(copy.deepcopy(model)),
+            experiment.distillation_weight,
+            feature_layers=DISTILLATION_FEATURES,
+            feature_weight=experiment.feature_distillation_weight,
+        )
     data = DataLoader(PoolDataset(pool), batch_size=BATCH_SIZE, shuffle=False, pin_memory=device == "cuda")
     result = {"name": name, **asdict(experiment)}
     started = time.perf_counter()
@@ -247,6 +276,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke runs)")
     parser.add_argument("--pool-frames", type=int, default=None, help="frames in the pool (default: longest run)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes rendering the pool")
+    parser.add_argument(
+        "--validation-frames", type=int, default=FRAMES_PER_CONDITION, help="validation frames per condition"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per experiment (default: CPUs / runs)")
     parser.add_argument("--experiment", help=argparse.SUPPRESS)  # a child process runs this one experiment
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -257,15 +290,20 @@ def main(argv: list[str] | None = None) -> None:
         _append(args.out / "log.txt", line)
 
     experiments = {name: EXPERIMENTS[name].scaled(args.scale) for name in (args.only or EXPERIMENTS)}
+    threads = args.threads or max(1, (os.cpu_count() or 1) // len(experiments))
     if args.experiment:
-        run_experiment(args.experiment, experiments[args.experiment], args.pool, args.device, args.out, log)
+        experiment = experiments[args.experiment]
+        run_experiment(
+            args.experiment, experiment, args.pool, args.device, args.out, log, threads, args.validation_frames
+        )
         return
     longest = max(e.admm_steps + e.finetune_steps for e in experiments.values())
-    prepare(args.out, args.pool, args.pool_frames or longest * BATCH_SIZE, args.workers, log)
+    prepare(args.out, args.pool, args.pool_frames or longest * BATCH_SIZE, args.workers, args.validation_frames, log)
     children = {}
     for name in experiments:
         command = [sys.executable, "-m", "benchmarks.compression_sweep", "--experiment", name, "--device", args.device]
         command += ["--out", str(args.out), "--pool", str(args.pool), "--scale", str(args.scale)]
+        command += ["--threads", str(threads), "--validation-frames", str(args.validation_frames)]
         children[name] = subprocess.Popen(command)
     failed = [name for name, child in children.items() if child.wait() != 0]
     if failed:

@@ -44,6 +44,9 @@ class CompressConfig:
     calibration_percentile: float = DEFAULT_PERCENTILE
     # > 0: pruning, ADMM and fine-tuning also match the float model's outputs (compression.distillation).
     distillation_weight: float = 0.0
+    # > 0: they also match the float model's activations at these module names (relative error per layer).
+    feature_distillation_weight: float = 0.0
+    feature_distillation_layers: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -57,8 +60,17 @@ class CompressConfig:
         low, high = self.input_range
         if not low < high:
             raise ValueError(f"input_range is (low, high) with low < high, got {self.input_range}")
-        if not (math.isfinite(self.distillation_weight) and self.distillation_weight >= 0):
-            raise ValueError(f"distillation_weight is zero (off) or positive, got {self.distillation_weight}")
+        for name in ("distillation_weight", "feature_distillation_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} is zero (off) or positive, got {value}")
+        if isinstance(self.feature_distillation_layers, str):
+            raise ValueError(
+                f"feature_distillation_layers is a tuple of module names, got {self.feature_distillation_layers!r}"
+            )
+        self.feature_distillation_layers = tuple(self.feature_distillation_layers)
+        if self.feature_distillation_weight > 0 and not self.feature_distillation_layers:
+            raise ValueError("feature_distillation_weight > 0 needs feature_distillation_layers (module names)")
 
 
 @dataclass
@@ -103,8 +115,14 @@ def compress(
     original = model
     model = copy.deepcopy(original).eval()
     before = _measure(metric, original, timings, "metric_before")
-    if loss_fn is not None and config.distillation_weight > 0:
-        loss_fn = with_distillation(loss_fn, frozen_teacher(copy.deepcopy(original)), config.distillation_weight)
+    if loss_fn is not None and (config.distillation_weight > 0 or config.feature_distillation_weight > 0):
+        loss_fn = with_distillation(
+            loss_fn,
+            frozen_teacher(copy.deepcopy(original)),
+            config.distillation_weight,
+            feature_layers=config.feature_distillation_layers,
+            feature_weight=config.feature_distillation_weight,
+        )
 
     pruning_report = None
     if config.pruning is not None:

@@ -131,6 +131,19 @@ class CenterNetDetector(nn.Module):
         return heatmap_logits, log_size, center_offset
 
 
+# The activations a compressed detector matches to its float teacher (feature distillation,
+# compression.distillation): each backbone stage, both neck levels and the heads' hidden layers, so every
+# group of low-bit layers has a target close by instead of only the outputs far downstream.
+DISTILLATION_FEATURES = (
+    "stage4",
+    "stage8",
+    "stage16",
+    "merge8",
+    "merge4",
+    "heatmap_head.hidden",
+    "box_head.hidden",
+)
+
 # The layer types the integer IR and the FPGA lowering accept; tests walk the model against this list.
 INTEGER_FRIENDLY_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Upsample, nn.MaxPool2d)
 

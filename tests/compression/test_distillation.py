@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from compression.distillation import frozen_teacher, output_mse, with_distillation
+from compression.distillation import frozen_teacher, output_mse, relative_feature_error, with_distillation
 
 
 class TwoHeads(nn.Module):
@@ -61,3 +61,55 @@ def test_a_loss_that_never_calls_the_model_or_a_weight_that_is_not_positive_is_r
         with_distillation(lambda model, batch: model(batch)[0].sum(), teacher, 0.0)
     # The hook is gone after a call, also after a failing one: a plain forward adds nothing later.
     assert not student._forward_hooks
+
+
+def test_feature_distillation_adds_the_mean_relative_gap_of_the_named_activations():
+    torch.manual_seed(0)
+    student, teacher = TwoHeads(), frozen_teacher(TwoHeads())
+    inputs = torch.randn(5, 4)
+
+    def task_loss(model, batch):
+        left, _ = model(batch)
+        return left.sum()
+
+    loss = with_distillation(task_loss, teacher, weight=0.0, feature_layers=("trunk", "left"), feature_weight=2.0)(
+        student, inputs
+    )
+
+    with torch.no_grad():
+        trunk_gap = relative_feature_error(student.trunk(inputs), teacher.trunk(inputs))
+        left_gap = relative_feature_error(student(inputs)[0], teacher(inputs)[0])
+        expected = task_loss(student, inputs) + 2.0 * (trunk_gap + left_gap) / 2
+    assert trunk_gap > 0 and left_gap > 0
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert student.trunk.weight.grad is not None
+    # Every hook is removed after the call: the student and the teacher run as plain modules again.
+    assert not student.trunk._forward_hooks and not teacher.trunk._forward_hooks and not student._forward_hooks
+
+
+def test_relative_feature_error_is_scale_free_and_zero_only_on_equal_activations():
+    activation = torch.rand(2, 3, 4, 4) + 0.1
+    shifted = activation * 1.5
+
+    assert relative_feature_error(activation, activation.clone()).item() == 0.0
+    assert relative_feature_error(shifted, activation).item() == pytest.approx(0.25, rel=1e-5)
+    # A layer with 1000x larger activations weighs the same as a small one.
+    assert relative_feature_error(1000 * shifted, 1000 * activation).item() == pytest.approx(0.25, rel=1e-5)
+
+
+def test_feature_distillation_refuses_unknown_layers_and_missing_names():
+    teacher = frozen_teacher(TwoHeads())
+
+    with pytest.raises(ValueError, match=r"\['nowhere'\] are not modules of the teacher"):
+        with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_layers=("nowhere",), feature_weight=1.0)
+    with pytest.raises(ValueError, match="names of the layers"):
+        with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_weight=1.0)
+    with pytest.raises(ValueError, match="zero or positive"):
+        with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_layers=("trunk",), feature_weight=-1.0)
+    # A student without the teacher's layer is refused at the call, and leaves no hook behind.
+    distilled = with_distillation(lambda m, b: m(b).sum(), teacher, 1.0, feature_layers=("trunk",), feature_weight=1.0)
+    stranger = nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="not modules of the model"):
+        distilled(stranger, torch.randn(2, 4))
+    assert not stranger._forward_hooks and not teacher.trunk._forward_hooks

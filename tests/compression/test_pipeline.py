@@ -155,6 +155,24 @@ def test_distillation_adds_the_float_models_output_gap_to_the_loss_and_leaves_th
     assert all(parameter.requires_grad for parameter in trained.parameters())
 
 
+def test_feature_distillation_adds_the_inner_activations_gap_on_top_of_the_outputs(trained):
+    data = _batches(4, seed=1)
+    calibration = [images for images, _ in data[:2]]
+    quantization = AdmmQuantConfig(codebook="ternary", admm_steps=4, finetune_steps=2)
+
+    def run(**distillation):
+        config = CompressConfig(quantization, input_shape=INPUT_SHAPE, distillation_weight=1.0, **distillation)
+        return compress(trained, config, data=data, loss_fn=_loss, calibration=calibration)
+
+    outputs_only = run()
+    with_features = run(feature_distillation_weight=5.0, feature_distillation_layers=("body", "mid"))
+
+    # The same first step, plus the relative gap of two ternary-projected layers' activations (> 0).
+    assert with_features.report.loss_history[0] > outputs_only.report.loss_history[0]
+    assert with_features.integer_model is not None
+    assert not any(module._forward_hooks for module in trained.modules())
+
+
 def test_compression_with_data_but_without_calibration_or_loss_is_refused(trained):
     config = CompressConfig(input_shape=INPUT_SHAPE)
     with pytest.raises(ValueError, match="calibration batches"):
@@ -171,6 +189,9 @@ def test_compression_with_data_but_without_calibration_or_loss_is_refused(traine
         ({"quantization": "pow2-4"}, "AdmmQuantConfig"),
         ({"pruning": 0.9}, "PruneConfig"),
         ({"distillation_weight": -1.0}, "distillation_weight"),
+        ({"feature_distillation_weight": float("nan")}, "feature_distillation_weight"),
+        ({"feature_distillation_weight": 1.0}, "feature_distillation_layers"),
+        ({"feature_distillation_layers": "stage4"}, "tuple of module names"),
     ],
 )
 def test_compress_config_is_checked_at_construction(kwargs, message):
