@@ -21,10 +21,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.compression import HELDOUT_FRAMES_PER_CONDITION
+
 BATCH_SIZE = 8
 TRAINING_SEED = 1
-FRAMES_PER_CONDITION = 50
-# The benchmark scores held-out frames 0..49 of each condition; validation frames start far above them.
+# The benchmark scores held-out frames 0..199 of each condition; validation frames start far above them.
+VALIDATION_FRAMES_PER_CONDITION = 200
 VALIDATION_OFFSET = 500_000
 
 
@@ -38,6 +40,10 @@ class Experiment:
     # > 0: also match the fp32 detector's activations at smartpark.detector.DISTILLATION_FEATURES.
     feature_distillation_weight: float = 0.0
     finetune_schedule: str = "cosine"
+    # > 0: after quantization, batch-norm statistics are re-estimated over this many training batches (the
+    # integer model is scored before and after, so one run gives a paired comparison).
+    bn_reestimation_batches: int = 0
+    batch_size: int = BATCH_SIZE
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
     rho: float = 0.01
@@ -118,6 +124,16 @@ EXPERIMENTS = {
     "ternary-kd-ste-feat0.2": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, feature_distillation_weight=0.2, finetune_codes=True
     ),
+    # Batch-norm re-estimation after quantization (scored before and after in the same run).
+    "ternary-as-benchmarked-bn": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, bn_reestimation_batches=300
+    ),
+    "pow2-4-as-benchmarked-bn": Experiment(
+        "pow2-4", 2400, 600, distillation_weight=1.0, finetune_codes=True, bn_reestimation_batches=300
+    ),
+    # Twice the training of the benchmark's ternary row: twice the steps, or twice the batch.
+    "ternary-4800-1200": Experiment("ternary", 4800, 1200, distillation_weight=1.0, finetune_codes=True),
+    "ternary-batch16": Experiment("ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, batch_size=16),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
 }
@@ -144,7 +160,7 @@ def validation_frames(frames_per_condition: int) -> list:
 
 
 def _extras_path(pool: Path, validation_per_condition: int) -> Path:
-    return pool / f"frames-validation{validation_per_condition}.pkl"
+    return pool / f"frames-heldout{HELDOUT_FRAMES_PER_CONDITION}-validation{validation_per_condition}.pkl"
 
 
 def prepare(out: Path, pool: Path, frames: int, workers: int, validation_per_condition: int, log) -> None:
@@ -166,7 +182,7 @@ def prepare(out: Path, pool: Path, frames: int, workers: int, validation_per_con
         extras.write_bytes(
             pickle.dumps(
                 {
-                    "heldout": heldout_frames(FRAMES_PER_CONDITION),
+                    "heldout": heldout_frames(HELDOUT_FRAMES_PER_CONDITION),
                     "validation": validation_frames(validation_per_condition),
                     "calibration": calibration,
                 }
@@ -182,7 +198,7 @@ def run_experiment(
     out: Path,
     log,
     threads: int = 2,
-    validation_per_condition: int = FRAMES_PER_CONDITION,
+    validation_per_condition: int = VALIDATION_FRAMES_PER_CONDITION,
 ) -> dict:
     import torch
     from torch.utils.data import DataLoader
@@ -190,7 +206,7 @@ def run_experiment(
     from benchmarks.compression import OrtDetector, _detector_loss
     from benchmarks.frame_pool import PoolDataset
     from compression.admm import AdmmQuantConfig, quantize_
-    from compression.calibration import calibrate
+    from compression.calibration import calibrate, reestimate_batch_norm_
     from compression.distillation import frozen_teacher, with_distillation
     from compression.lowering import lower
     from compression.onnx_export import export_onnx
@@ -216,7 +232,7 @@ def run_experiment(
             feature_layers=DISTILLATION_FEATURES,
             feature_weight=experiment.feature_distillation_weight,
         )
-    data = DataLoader(PoolDataset(pool), batch_size=BATCH_SIZE, shuffle=False, pin_memory=device == "cuda")
+    data = DataLoader(PoolDataset(pool), batch_size=experiment.batch_size, shuffle=False, pin_memory=device == "cuda")
     result = {"name": name, **asdict(experiment)}
     started = time.perf_counter()
 
@@ -249,21 +265,28 @@ def run_experiment(
     )
     quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
-    model = model.cpu().eval()
-    result["fake_quant_map50"] = evaluate_detector(model, frames)["overall"]["mAP50"]
-    log(f"{name}: fake-quantized float mAP@0.5 {result['fake_quant_map50']:.4f}")
-    _append(out / "results.jsonl", json.dumps({**result, "stage": "fake-quantized"}))
-    integer_model = lower(model, (1, 3, 240, 320), calibrate(model, calibration))
-    result["compression_ratio"] = fp32_bytes / len(to_bytes(integer_model))
-    detector = OrtDetector(export_onnx(integer_model), True)
-    evaluation = evaluate_detector(detector, frames)["overall"]
-    result["map50"], result["map"] = evaluation["mAP50"], evaluation["mAP"]
-    result["validation_map50"] = evaluate_detector(detector, validation)["overall"]["mAP50"]
-    log(
-        f"{name}: int8 mAP@0.5 {result['validation_map50']:.4f} on validation frames, {result['map50']:.4f} on the "
-        f"benchmark's, ratio {result['compression_ratio']:.1f}x"
-    )
-    _append(out / "results.jsonl", json.dumps({**result, "stage": "integer"}))
+
+    def score(model, stage: str) -> None:
+        """Fake-quantized float mAP, then the integer model's (ONNX Runtime) on both frame sets, appended."""
+        model = model.cpu().eval()
+        result["fake_quant_map50"] = evaluate_detector(model, frames)["overall"]["mAP50"]
+        integer_model = lower(model, (1, 3, 240, 320), calibrate(model, calibration))
+        result["compression_ratio"] = fp32_bytes / len(to_bytes(integer_model))
+        detector = OrtDetector(export_onnx(integer_model), True)
+        evaluation = evaluate_detector(detector, frames)["overall"]
+        result["map50"], result["map"] = evaluation["mAP50"], evaluation["mAP"]
+        result["validation_map50"] = evaluate_detector(detector, validation)["overall"]["mAP50"]
+        log(
+            f"{name} ({stage}): int8 mAP@0.5 {result['validation_map50']:.4f} on validation frames, "
+            f"{result['map50']:.4f} on the benchmark's (fake-quantized {result['fake_quant_map50']:.4f}), "
+            f"ratio {result['compression_ratio']:.1f}x"
+        )
+        _append(out / "results.jsonl", json.dumps({**result, "stage": stage}))
+
+    if experiment.bn_reestimation_batches:
+        score(copy.deepcopy(model), "integer, training's batch-norm statistics")
+        reestimate_batch_norm_(model, data, loss_fn, experiment.bn_reestimation_batches)
+    score(model, "integer")
     return result
 
 
@@ -277,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool-frames", type=int, default=None, help="frames in the pool (default: longest run)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes rendering the pool")
     parser.add_argument(
-        "--validation-frames", type=int, default=FRAMES_PER_CONDITION, help="validation frames per condition"
+        "--validation-frames", type=int, default=VALIDATION_FRAMES_PER_CONDITION, help="validation frames per condition"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per experiment (default: CPUs / runs)")
     parser.add_argument("--experiment", help=argparse.SUPPRESS)  # a child process runs this one experiment
@@ -297,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             args.experiment, experiment, args.pool, args.device, args.out, log, threads, args.validation_frames
         )
         return
-    longest = max(e.admm_steps + e.finetune_steps for e in experiments.values())
+    longest = max((e.admm_steps + e.finetune_steps) * e.batch_size // BATCH_SIZE for e in experiments.values())
     prepare(args.out, args.pool, args.pool_frames or longest * BATCH_SIZE, args.workers, args.validation_frames, log)
     children = {}
     for name in experiments:

@@ -12,6 +12,7 @@ from torch import fx, nn
 
 from compression.fold import fold_batch_norm, foldable_batch_norms, trace_layers
 from compression.lowering import Range, layer_kind
+from compression.progress import cycle_batches
 
 # Shipped detector, int8 weights, ranges from 8 held-out frames, COCO mAP on 120 others (fp32: 0.633):
 # percentile 100 (min/max) 0.629, 99.999 0.630, 99.99 0.627, and on 40 frames 99.9 lost 0.03. Clipping
@@ -191,3 +192,35 @@ def _relu_moments(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, 
     first = mean * cdf + std * pdf
     second = (mean**2 + std**2) * cdf + mean * std * pdf
     return first, (second - first**2).clamp(min=0).sqrt()
+
+
+def reestimate_batch_norm_(model: nn.Module, data: Iterable, loss_fn, batches: int) -> int:
+    """Recompute every batch norm's running statistics as the plain average over `batches` training batches.
+
+    Training keeps running statistics as an exponential average (momentum 0.1) of the last few batches,
+    which saw weights that kept moving; after quantization the weights are final, so a cumulative average
+    over many batches with those weights is what inference should normalize by (the batch-norm
+    re-estimation of quantization-aware training; Krishnamoorthi 2018, section 3.2.1). Only the forward
+    pass of `loss_fn(model, batch)` matters; nothing trains. Returns the number of batches used (the data
+    is cycled when shorter).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return 0
+    was_training = model.training
+    momenta = [norm.momentum for norm in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: every batch weighs the same
+        norm.train()
+    stream = cycle_batches(data)
+    try:
+        with torch.no_grad():
+            for _ in range(batches):
+                loss_fn(model, next(stream))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.train(was_training)
+    return batches

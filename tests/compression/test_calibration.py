@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from compression.calibration import calibrate, data_free_ranges
+from compression.calibration import calibrate, data_free_ranges, reestimate_batch_norm_
 from compression.fold import fold_batch_norm
 
 
@@ -153,3 +153,38 @@ def test_calibration_refuses_bad_arguments(model, batches):
         data_free_ranges(model, num_std=0.0)
     with pytest.raises(ValueError, match="input range"):
         data_free_ranges(model, input_range=(1.0, 0.0))
+
+
+def test_batch_norm_reestimation_averages_every_batch_with_the_final_weights_and_trains_nothing():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+    norm = net[1]
+    norm.running_mean.fill_(5.0)  # stale statistics from "training"
+    norm.running_var.fill_(9.0)
+    batches = [torch.randn(2, 3, 8, 8) * (1 + k) for k in range(3)]
+    weights_before = {name: value.clone() for name, value in net.named_parameters()}
+    calls = []
+
+    def loss_fn(model, batch):
+        calls.append(torch.is_grad_enabled())
+        return model(batch).sum()
+
+    net.train()
+    used = reestimate_batch_norm_(net, batches, loss_fn, batches=5)  # cycles: 0, 1, 2, 0, 1
+
+    with torch.no_grad():
+        outputs = [net[0](batches[k]) for k in (0, 1, 2, 0, 1)]
+    means = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
+    variances = torch.stack([o.transpose(0, 1).reshape(4, -1).var(1, unbiased=True) for o in outputs]).mean(0)
+    assert used == 5 and calls == [False] * 5
+    torch.testing.assert_close(norm.running_mean, means)
+    torch.testing.assert_close(norm.running_var, variances)
+    assert norm.momentum == 0.1 and net.training and norm.training
+    assert all(torch.equal(value, weights_before[name]) for name, value in net.named_parameters())
+
+
+def test_batch_norm_reestimation_of_a_model_without_batch_norm_or_with_no_batches_does_nothing():
+    assert reestimate_batch_norm_(nn.Linear(2, 2), [torch.randn(1, 2)], lambda m, b: m(b).sum(), batches=4) == 0
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)).eval()
+    assert reestimate_batch_norm_(net, [torch.randn(1, 1, 2, 2)], lambda m, b: m(b).sum(), batches=0) == 0
+    assert net[1].running_mean.item() == 0.0 and not net.training
