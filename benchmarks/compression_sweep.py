@@ -44,6 +44,11 @@ class Experiment:
     # integer model is scored before and after, so one run gives a paired comparison).
     bn_reestimation_batches: int = 0
     batch_size: int = BATCH_SIZE
+    # What distillation matches: "logits" (every output everywhere, output_mse) or "centernet"
+    # (smartpark.train.centernet_distillation_loss: probabilities, and boxes where objects are).
+    output_distillation: str = "logits"
+    # Layers kept int8 beside the first and last (module names).
+    int8_layers: tuple[str, ...] = ()
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
     rho: float = 0.01
@@ -134,6 +139,18 @@ EXPERIMENTS = {
     # Twice the training of the benchmark's ternary row: twice the steps, or twice the batch.
     "ternary-4800-1200": Experiment("ternary", 4800, 1200, distillation_weight=1.0, finetune_codes=True),
     "ternary-batch16": Experiment("ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, batch_size=16),
+    "ternary-kd-centernet": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, output_distillation="centernet"
+    ),
+    # Where ternary loses: the two heads' hidden 3x3 convolutions (2 % of the weights) kept int8.
+    "ternary-heads-int8": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        int8_layers=("heatmap_head.hidden.0", "box_head.hidden.0"),
+    ),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
 }
@@ -207,13 +224,14 @@ def run_experiment(
     from benchmarks.frame_pool import PoolDataset
     from compression.admm import AdmmQuantConfig, quantize_
     from compression.calibration import calibrate, reestimate_batch_norm_
-    from compression.distillation import frozen_teacher, with_distillation
+    from compression.distillation import frozen_teacher, output_mse, with_distillation
     from compression.lowering import lower
     from compression.onnx_export import export_onnx
     from compression.pruning import PruneConfig, prune_
     from model_store.serialization import to_bytes
     from smartpark.detector import DISTILLATION_FEATURES, load_detector, preprocess
     from smartpark.evaluate import evaluate_detector
+    from smartpark.train import centernet_distillation_loss
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -229,11 +247,18 @@ def run_experiment(
             loss_fn,
             frozen_teacher(copy.deepcopy(model)),
             experiment.distillation_weight,
+            output_loss={"logits": output_mse, "centernet": centernet_distillation_loss}[
+                experiment.output_distillation
+            ],
             feature_layers=DISTILLATION_FEATURES,
             feature_weight=experiment.feature_distillation_weight,
         )
     data = DataLoader(PoolDataset(pool), batch_size=experiment.batch_size, shuffle=False, pin_memory=device == "cuda")
-    result = {"name": name, **asdict(experiment)}
+    result = {"name": name, **asdict(experiment), "heldout_frames": len(frames), "validation_frames": len(validation)}
+    # The float detector on the same frames: each row carries its own baseline.
+    result["fp32_map50"] = evaluate_detector(model.cpu().eval(), frames)["overall"]["mAP50"]
+    result["fp32_validation_map50"] = evaluate_detector(model.cpu().eval(), validation)["overall"]["mAP50"]
+    model.to(device)
     started = time.perf_counter()
 
     def progress(p) -> None:
@@ -262,6 +287,7 @@ def run_experiment(
         finetune_codes=experiment.finetune_codes,
         rho=experiment.rho,
         rho_final=experiment.rho_final,
+        int8_layers=experiment.int8_layers,
     )
     quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
     result["train_seconds"] = round(time.perf_counter() - started, 1)

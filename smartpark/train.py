@@ -121,6 +121,26 @@ def centernet_loss(
     return total, {"focal": focal.item(), "size": size.item(), "offset": offset.item(), "giou": giou.item()}
 
 
+def centernet_distillation_loss(
+    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """The gap between a compressed detector's outputs and its float teacher's, where the outputs mean something.
+
+    Matching raw outputs everywhere (compression.distillation.output_mse) spends the student's few bits on
+    the teacher's background logits and on its sizes and offsets at cells with no object, which decoding
+    never reads. Here the heatmaps are compared as probabilities (a background cell at p = 0.001 or
+    0.0001 costs nothing), normalized by the teacher's total mass (about the objects' count, as the
+    focal loss normalizes), and sizes and offsets by L1 weighted by the teacher's peak probability per cell.
+    """
+    student_heatmap, student_size, student_offset = (output.float() for output in student)
+    teacher_heatmap, teacher_size, teacher_offset = (output.float() for output in teacher)
+    teacher_p = torch.sigmoid(teacher_heatmap)
+    heatmap = ((torch.sigmoid(student_heatmap) - teacher_p) ** 2).sum() / teacher_p.sum().clamp(min=1.0)
+    weight = teacher_p.amax(dim=1, keepdim=True)
+    box_gap = (student_size - teacher_size).abs() + (student_offset - teacher_offset).abs()
+    return heatmap + (weight * box_gap).sum() / weight.sum().clamp(min=1.0)
+
+
 def _giou(log_size, center_offset, target_log_size, target_offset) -> torch.Tensor:
     """Generalized IoU per cell of the predicted and the target box, both relative to that cell."""
 

@@ -8,7 +8,7 @@ import torch
 
 from smartpark.decode import encode_targets
 from smartpark.detector import CenterNetDetector, DetectorConfig, load_detector
-from smartpark.train import SceneTargets, TrainConfig, centernet_loss, train
+from smartpark.train import SceneTargets, TrainConfig, centernet_distillation_loss, centernet_loss, train
 
 # A narrow network keeps these tests fast; the code paths are the same as the shipped one's.
 TINY = DetectorConfig(
@@ -92,3 +92,33 @@ def test_training_seeds_stay_below_the_heldout_scenes():
 
     with pytest.raises(ValueError, match="held-out"):
         SceneTargets(seed=HELDOUT_SEED_BASE // 10_000_000, length=1)[0]
+
+
+def _teacher_outputs():
+    """A teacher's outputs on one 4x4 map: one confident vehicle centre at (1, 2), background elsewhere."""
+    heatmap = torch.full((1, 2, 4, 4), -9.0)
+    heatmap[0, 0, 1, 2] = 4.0
+    return heatmap, torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+
+
+def test_centernet_distillation_counts_the_gaps_decoding_reads_and_ignores_the_background():
+    teacher = _teacher_outputs()
+    assert centernet_distillation_loss(teacher, teacher).item() == 0.0
+
+    # The background's logits and the boxes at empty cells: decoding never reads them, they cost ~nothing.
+    background = [t.clone() for t in teacher]
+    background[0][0, 1, 3, 3] = -6.0
+    background[1][0, :, 3, 0] = 2.0
+    background[2][0, :, 0, 0] = 0.5
+    assert centernet_distillation_loss(background, teacher).item() < 1e-3
+
+    # A size gap at the object's centre costs its L1 weighted by the centre's probability (the weights are
+    # normalized by their sum, at least 1: one object), and a missed centre costs its probability gap.
+    at_object = [t.clone() for t in teacher]
+    at_object[1][0, 0, 1, 2] = 0.5
+    missed = [t.clone() for t in teacher]
+    missed[0][0, 0, 1, 2] = -2.0
+    assert centernet_distillation_loss(at_object, teacher).item() == pytest.approx(
+        0.5 * math.exp(4) / (1 + math.exp(4)), rel=0.01
+    )
+    assert centernet_distillation_loss(missed, teacher).item() > 0.5
