@@ -6,8 +6,10 @@ Each named experiment (EXPERIMENTS) runs in its own process, all at once, on fra
 shared pool (`benchmarks.frame_pool`): pruning (optional), ADMM quantization, then calibration, lowering to
 the integer IR and evaluation of the ONNX int8 model by ONNX Runtime, exactly as the benchmark measures,
 on validation frames (choose settings by these) and on the benchmark's own held-out frames. A GPU runs
-several experiments at once; on a CPU use --only and a small --scale. Every result is appended to
-OUT/results.jsonl as it comes, every log line to OUT/log.txt.
+several experiments at once; on a CPU pick a few with --only (each gets CPUs / N torch threads; two full
+ternary runs take about 10 minutes on 2 cores) or shrink them with --scale. Every result, with the fp32
+detector's score on the same frames, is appended to OUT/results.jsonl as it comes, every log line to
+OUT/log.txt.
 """
 
 import argparse
