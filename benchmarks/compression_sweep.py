@@ -51,6 +51,8 @@ class Experiment:
     output_distillation: str = "logits"
     # Layers kept int8 beside the first and last (module names).
     int8_layers: tuple[str, ...] = ()
+    # Another codebook for these layers (mixed precision): (codebook, module names).
+    other_codebook: tuple[str, tuple[str, ...]] | None = None
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
     rho: float = 0.01
@@ -81,6 +83,18 @@ class Experiment:
         pruning = self.pruning_steps * self.steps_per_cut if self.sparsity else 0
         return pruning + self.admm_steps + self.finetune_steps
 
+
+# The detector's convolutions of the stride-16 stage, and the narrow ones (16 to 64 channels) before and after it
+# except the first and last layers, which stay int8 anyway.
+STAGE16_LAYERS = tuple(["stage16.0.0"] + [f"stage16.{block}.body.{conv}.0" for block in (1, 2, 3) for conv in (0, 1)])
+NARROW_LAYERS = (
+    "stage4.0.0",
+    *[f"stage4.1.body.{conv}.0" for conv in (0, 1)],
+    "stage8.0.0",
+    *[f"stage8.{block}.body.{conv}.0" for block in (1, 2) for conv in (0, 1)],
+    *["reduce16.0", "lateral8.0", "merge8.0", "reduce8.0", "lateral4.0", "merge4.0"],
+    *["heatmap_head.hidden.0", "box_head.hidden.0"],
+)
 
 EXPERIMENTS = {
     "ternary": Experiment("ternary", 1200, 300, finetune_schedule="constant"),
@@ -152,6 +166,20 @@ EXPERIMENTS = {
         distillation_weight=1.0,
         finetune_codes=True,
         int8_layers=("heatmap_head.hidden.0", "box_head.hidden.0"),
+    ),
+    # Where the ternary loss lives: the wide stride-16 stage (74 % of the weights) alone ternary, or all but it.
+    "ternary-stage16-only": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, int8_layers=NARROW_LAYERS
+    ),
+    "ternary-except-stage16": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, int8_layers=STAGE16_LAYERS
+    ),
+    # Mixed precision by width: the wide stage ternary, the narrow layers on a wider codebook.
+    "ternary-stage16-pow2-4-narrow": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, other_codebook=("pow2-4", NARROW_LAYERS)
+    ),
+    "ternary-stage16-pow2-2-narrow": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, other_codebook=("pow2-2", NARROW_LAYERS)
     ),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
@@ -290,6 +318,9 @@ def run_experiment(
         rho=experiment.rho,
         rho_final=experiment.rho_final,
         int8_layers=experiment.int8_layers,
+        layer_codebooks=dict.fromkeys(experiment.other_codebook[1], experiment.other_codebook[0])
+        if experiment.other_codebook
+        else {},
     )
     quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
