@@ -211,30 +211,34 @@ def _extras_path(pool: Path, validation_per_condition: int) -> Path:
 
 
 def prepare(out: Path, pool: Path, frames: int, workers: int, validation_per_condition: int, log) -> None:
-    """Render the training pool, the held-out frames and the calibration frames once for all experiments."""
+    """Render the training pool, the held-out, validation and calibration frames once for all experiments,
+    and score the fp32 detector on them."""
     import numpy as np
 
     from benchmarks.frame_pool import render_pool
-    from smartpark.evaluate import heldout_frames
+    from smartpark.detector import load_detector
+    from smartpark.evaluate import evaluate_detector, heldout_frames
     from smartpark.scenes import render_training_sample
 
     started = time.perf_counter()
     render_pool(pool, TRAINING_SEED, frames, workers, log=log)
     log(f"pool of {frames} frames in {time.perf_counter() - started:.0f} s")
     extras = _extras_path(pool, validation_per_condition)
-    if not extras.exists():
-        calibration = np.stack(
+    if extras.exists():
+        return
+    heldout, validation = heldout_frames(HELDOUT_FRAMES_PER_CONDITION), validation_frames(validation_per_condition)
+    model = load_detector().eval()
+    frame_sets = {
+        "heldout": heldout,
+        "validation": validation,
+        "calibration": np.stack(
             [render_training_sample(TRAINING_SEED * 10_000_000 + 5_000_000 + i).image for i in range(32)]
-        )
-        extras.write_bytes(
-            pickle.dumps(
-                {
-                    "heldout": heldout_frames(HELDOUT_FRAMES_PER_CONDITION),
-                    "validation": validation_frames(validation_per_condition),
-                    "calibration": calibration,
-                }
-            )
-        )
+        ),
+        # The float detector on the same frames, scored once here: every result row carries it as its baseline.
+        "fp32_map50": evaluate_detector(model, heldout)["overall"]["mAP50"],
+        "fp32_validation_map50": evaluate_detector(model, validation)["overall"]["mAP50"],
+    }
+    extras.write_bytes(pickle.dumps(frame_sets))
 
 
 def run_experiment(
@@ -284,11 +288,14 @@ def run_experiment(
             feature_weight=experiment.feature_distillation_weight,
         )
     data = DataLoader(PoolDataset(pool), batch_size=experiment.batch_size, shuffle=False, pin_memory=device == "cuda")
-    result = {"name": name, **asdict(experiment), "heldout_frames": len(frames), "validation_frames": len(validation)}
-    # The float detector on the same frames: each row carries its own baseline.
-    result["fp32_map50"] = evaluate_detector(model.cpu().eval(), frames)["overall"]["mAP50"]
-    result["fp32_validation_map50"] = evaluate_detector(model.cpu().eval(), validation)["overall"]["mAP50"]
-    model.to(device)
+    result = {
+        "name": name,
+        **asdict(experiment),
+        "heldout_frames": len(frames),
+        "validation_frames": len(validation),
+        "fp32_map50": extras["fp32_map50"],
+        "fp32_validation_map50": extras["fp32_validation_map50"],
+    }
     started = time.perf_counter()
 
     def progress(p) -> None:
@@ -344,7 +351,8 @@ def run_experiment(
 
     if experiment.bn_reestimation_batches:
         score(copy.deepcopy(model), "integer, training's batch-norm statistics")
-        reestimate_batch_norm_(model, data, loss_fn, experiment.bn_reestimation_batches)
+        # The statistics need the student's forward pass only: the plain loss, no teacher.
+        reestimate_batch_norm_(model, data, _detector_loss, experiment.bn_reestimation_batches)
     score(model, "integer")
     return result
 

@@ -12,7 +12,7 @@ from torch import fx, nn
 
 from compression.fold import fold_batch_norm, foldable_batch_norms, trace_layers
 from compression.lowering import Range, layer_kind
-from compression.progress import cycle_batches
+from compression.progress import LossFunction, cycle_batches
 
 # Shipped detector, int8 weights, ranges from 8 held-out frames, COCO mAP on 120 others (fp32: 0.633):
 # percentile 100 (min/max) 0.629, 99.999 0.630, 99.99 0.627, and on 40 frames 99.9 lost 0.03. Clipping
@@ -194,7 +194,7 @@ def _relu_moments(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, 
     return first, (second - first**2).clamp(min=0).sqrt()
 
 
-def reestimate_batch_norm_(model: nn.Module, data: Iterable, loss_fn, batches: int) -> int:
+def reestimate_batch_norm_(model: nn.Module, data: Iterable, loss_fn: LossFunction, batches: int) -> int:
     """Recompute every batch norm's running statistics as the plain average over `batches` training batches.
 
     Training keeps running statistics as an exponential average (momentum 0.1) of the last few batches,

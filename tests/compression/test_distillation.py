@@ -107,6 +107,10 @@ def test_feature_distillation_refuses_unknown_layers_and_missing_names():
         with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_weight=1.0)
     with pytest.raises(ValueError, match="zero or positive"):
         with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_layers=("trunk",), feature_weight=-1.0)
+    # A "layer" that returns several tensors (here the whole model) has no one activation to match.
+    whole_model = with_distillation(lambda m, b: m(b)[0].sum(), teacher, 1.0, feature_layers=("",), feature_weight=1.0)
+    with pytest.raises(ValueError, match="return one tensor, got tuple"):
+        whole_model(TwoHeads(), torch.randn(2, 4))
     # A student without the teacher's layer is refused at the call, and leaves no hook behind.
     distilled = with_distillation(lambda m, b: m(b).sum(), teacher, 1.0, feature_layers=("trunk",), feature_weight=1.0)
     stranger = nn.Linear(4, 2)
