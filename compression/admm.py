@@ -1,10 +1,10 @@
 """ADMM low-bit weight quantization (Leng et al., AAAI 2018) of the Conv2d and Linear layers of a torch model.
 
-Minimize f(W) + I_C(G) subject to W = G, C = {alpha[o] * code : code in the layer's codebook}, by
-alternating W-steps on f(W) + rho/2 ||W - G + U||^2 (an Adam step on the loss, then the exact proximal
-step of the quadratic), G-steps (exact projection of W + U onto C) and dual updates U += W - G while rho
-grows; then W := G with the codes frozen and the float parts (batch norm, biases) fine-tuned. Without
-data it is projection only. Batch norm is not folded here: the lowering folds it into alpha
+Minimize f(W) + I_C(G) subject to W = G, C = {alpha[o] * code : code in the layer's codebook}, by alternating
+W-steps on f(W) + rho/2 ||W - G + U||^2 (a step on the loss, by Adam or by the paper's extra-gradient SGD,
+then the exact proximal step of the quadratic), G-steps (exact projection of W + U onto C) and dual
+updates U += W - G while rho grows; then W := G with the codes frozen and the float parts (batch norm,
+biases) fine-tuned. Without data it is projection only. Batch norm is not folded here: the lowering folds it into alpha
 (alpha * gamma / sigma) and leaves the codes unchanged.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from compression.codebooks import dequantize, project
@@ -30,6 +31,8 @@ from compression.pruning import boundary_layers, squash_masks_, weight_layers, w
 from model_store.ir import Codebook
 
 LEARNING_RATE_SCHEDULES = ("cosine", "constant")
+# How a W-step moves the weights on the loss (the proximal step of the penalty follows either way).
+W_STEPS = ("adam", "extragradient")
 
 
 def weight_quantization(module: nn.Module) -> tuple[Codebook, Tensor, Tensor] | None:
@@ -52,27 +55,42 @@ class AdmmQuantConfig:
     Every Conv2d and Linear is quantized with `codebook`, except `layer_codebooks` (by module name, wins
     over everything), `int8_layers`, and with `int8_boundary_layers` the layers that read the input or
     write an output (found on the torch.fx graph), which keep int8 because low-bit codes hurt them most.
-    Each W-step is an Adam step on the loss followed by the exact proximal step of the penalty,
+    With `narrow_codebook`, the layers with fewer than `wide_channels` output channels take it instead of
+    `codebook` (mixed precision by width: ternary costs a wide layer nothing and a narrow one most of its
+    accuracy, docs/architecture.md).
+    Each W-step is a step on the loss followed by the exact proximal step of the penalty,
     W := (W + rho (G - U)) / (1 + rho), which is stable for any rho and free of the weights' scale (a
     convolution followed by batch norm has an arbitrary one), unlike a penalty gradient that Adam would
-    normalize away. rho is multiplied by `rho_growth` every `rho_growth_every` G-steps, so W is held ever
-    closer to the codebook. By default (`rho_growth=None`) the growth is chosen so that rho goes from `rho` to
-    `rho_final` over the whole run, whatever its length: a fixed growth per G-step would clamp W to G after a
-    few hundred steps of a long run and waste the rest (1.1 per 5 steps is a factor of 10^8 over 1,000 steps).
+    normalize away. The loss step is Adam (`w_step="adam"`) or the seed paper's extra-gradient SGD
+    (`w_step="extragradient"`, Korpelevich): a trial step W' = prox(W - lr grad f(W)), then the real one
+    W := prox(W - lr v) from the same W with v the gradient at W' (heavy-ball averaged with `momentum`), on
+    the same batch. That is two forward and backward passes per step, and a step that looks ahead instead
+    of overshooting where the penalty and the loss pull apart. Its `learning_rate` is an SGD rate, not
+    Adam's (the gradients of convolutions before batch norm are small).
+    rho is multiplied by `rho_growth` every `rho_growth_every` G-steps, so W is held ever closer to the
+    codebook. By default (`rho_growth=None`) the growth is chosen so that rho goes from `rho` to
+    `rho_final` over the whole run, whatever its length: a fixed growth per G-step would clamp W to G after
+    a few hundred steps of a long run and waste the rest (1.1 per 5 steps is a factor of 10^8 over 1,000
+    steps).
     """
 
     codebook: Codebook = Codebook.POW2_4
     layer_codebooks: dict[str, Codebook] = field(default_factory=dict)
     int8_layers: tuple[str, ...] = ()
     int8_boundary_layers: bool = True
+    narrow_codebook: Codebook | None = None
+    wide_channels: int = 128
     admm_steps: int = 300
     steps_per_projection: int = 5
     rho: float = 0.01
     rho_final: float = 3.0
     rho_growth: float | None = None
     rho_growth_every: int = 1
+    w_step: str = "adam"
     # Adam on a trained detector (peak training rate 2e-3): 5e-4 moved the loss little in the smoke runs.
     learning_rate: float = 5e-4
+    # Heavy-ball momentum of the extra-gradient SGD W-step (unused by Adam).
+    momentum: float = 0.9
     finetune_steps: int = 100
     finetune_learning_rate: float = 5e-4
     # "cosine" anneals the fine-tuning rate to zero (the last steps polish instead of jittering); "constant" keeps it.
@@ -84,19 +102,25 @@ class AdmmQuantConfig:
     def __post_init__(self):
         self.codebook = _codebook(self.codebook, "codebook")
         self.layer_codebooks = {name: _codebook(value, name) for name, value in dict(self.layer_codebooks).items()}
+        if self.narrow_codebook is not None:
+            self.narrow_codebook = _codebook(self.narrow_codebook, "narrow_codebook")
         if isinstance(self.int8_layers, str):
             raise ValueError(f"int8_layers is a tuple of layer names, got the string {self.int8_layers!r}")
         self.int8_layers = tuple(self.int8_layers)
         for name in ("admm_steps", "finetune_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative, got {getattr(self, name)}")
-        for name in ("steps_per_projection", "rho_growth_every", "progress_every"):
+        for name in ("steps_per_projection", "rho_growth_every", "progress_every", "wide_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("rho", "rho_final", "learning_rate", "finetune_learning_rate"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
+        if self.w_step not in W_STEPS:
+            raise ValueError(f"w_step is one of {W_STEPS}, got {self.w_step!r}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.finetune_schedule not in LEARNING_RATE_SCHEDULES:
             raise ValueError(f"finetune_schedule is one of {LEARNING_RATE_SCHEDULES}, got {self.finetune_schedule!r}")
         if self.rho_growth is not None and not (math.isfinite(self.rho_growth) and self.rho_growth >= 1):
@@ -119,9 +143,15 @@ class AdmmQuantConfig:
         if unknown:
             raise ValueError(f"layer_codebooks or int8_layers name no Conv2d or Linear of the model: {unknown}")
         int8 = set(self.int8_layers) | (boundary_layers(model) if self.int8_boundary_layers else set())
-        return {
-            name: self.layer_codebooks.get(name, Codebook.INT8 if name in int8 else self.codebook) for name in layers
-        }
+
+        def default(name: str) -> Codebook:
+            if name in int8:
+                return Codebook.INT8
+            if self.narrow_codebook is not None and layers[name].weight.shape[0] < self.wide_channels:
+                return self.narrow_codebook
+            return self.codebook
+
+        return {name: self.layer_codebooks.get(name, default(name)) for name in layers}
 
 
 @dataclass
@@ -264,20 +294,15 @@ def _admm(
     loss_fn: LossFunction,
     progress: ProgressCallback | None,
 ) -> list[float]:
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.w_step == "extragradient":
+        w_step = _ExtragradientStep(model, states, parameters, loss_fn, config)
+    else:
+        w_step = _AdamStep(model, states, parameters, loss_fn, config)
     rho, projections, losses = config.rho, 0, []
     growth = config.growth_per_update()
     for step in range(config.admm_steps):
-        loss = loss_fn(model, next(batches))
-        check_loss(loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for state in states:
-            state.mask_gradient()
-        optimizer.step()
-        for state in states:
-            state.pull_toward_constraint(rho)
-        losses.append(loss.item())
+        losses.append(w_step(next(batches), rho, step))
         if (step + 1) % config.steps_per_projection == 0 or step + 1 == config.admm_steps:
             for state in states:
                 state.project()
@@ -292,6 +317,70 @@ def _admm(
         if progress is not None and ((step + 1) % config.progress_every == 0 or step + 1 == config.admm_steps):
             progress(Progress("admm", step + 1, config.admm_steps, losses[-1], _mean_residual(states)))
     return losses
+
+
+class _AdamStep:
+    """W-step: an Adam step on the loss, then the penalty's proximal step; returns the loss."""
+
+    def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
+        self.model, self.states, self.loss_fn = model, states, loss_fn
+        self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+
+    def __call__(self, batch, rho: float, step: int) -> float:
+        loss = self.loss_fn(self.model, batch)
+        check_loss(loss, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for state in self.states:
+            state.mask_gradient()
+        self.optimizer.step()
+        for state in self.states:
+            state.pull_toward_constraint(rho)
+        return loss.item()
+
+
+class _ExtragradientStep:
+    """W-step by extra-gradient SGD (see AdmmQuantConfig): a trial step, then the step from the same point
+    with the trial point's gradient; each followed by the penalty's proximal step. Returns the loss at W."""
+
+    def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
+        self.model, self.states, self.parameters, self.loss_fn = model, states, parameters, loss_fn
+        self.learning_rate, self.momentum = config.learning_rate, config.momentum
+        self.velocity = [torch.zeros_like(p) for p in parameters]
+
+    def _gradients(self, batch, step: int) -> tuple[float, list[Tensor]]:
+        loss = self.loss_fn(self.model, batch)
+        check_loss(loss, step)
+        for p in self.parameters:
+            p.grad = None
+        loss.backward()
+        for state in self.states:
+            state.mask_gradient()
+        return loss.item(), [torch.zeros_like(p) if p.grad is None else p.grad for p in self.parameters]
+
+    @torch.no_grad()
+    def _move(self, origin: list[Tensor], direction: list[Tensor], rho: float) -> None:
+        for p, start, d in zip(self.parameters, origin, direction, strict=True):
+            torch.add(start, d, alpha=-self.learning_rate, out=p.data)
+        for state in self.states:
+            state.pull_toward_constraint(rho)
+
+    def __call__(self, batch, rho: float, step: int) -> float:
+        origin = [p.detach().clone() for p in self.parameters]
+        loss, gradients = self._gradients(batch, step)
+        self._move(origin, gradients, rho)
+        # The look-ahead pass must not count in batch norm's running statistics: the batch was seen at W.
+        statistics = [(b, b.clone()) for m in self.model.modules() if isinstance(m, _BatchNorm) for b in m.buffers()]
+        _, lookahead = self._gradients(batch, step)
+        for buffer, saved in statistics:
+            buffer.copy_(saved)
+        with torch.no_grad():
+            for v, g in zip(self.velocity, lookahead, strict=True):
+                v.mul_(self.momentum).add_(g)
+        self._move(origin, self.velocity, rho)
+        for p in self.parameters:
+            p.grad = None
+        return loss
 
 
 def _finetune(

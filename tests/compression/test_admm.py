@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from compression import admm
 from compression.admm import AdmmQuantConfig, quantize_, weight_quantization
-from compression.codebooks import codebook_levels
+from compression.codebooks import codebook_levels, dequantize, project
 from compression.pruning import squash_masks_
 from model_store.ir import Codebook
 
@@ -78,6 +79,24 @@ def test_layer_plan_honours_overrides_and_the_boundary_switch():
     assert config.layer_codebook_plan(model) == {"0": Codebook.TERNARY, "3": Codebook.INT8, "6": Codebook.POW2_2}
 
 
+def test_narrow_layers_take_the_narrow_codebook_below_the_width_threshold():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.Conv2d(16, 128, 3), nn.Conv2d(128, 64, 1), nn.Conv2d(64, 128, 1), nn.Conv2d(128, 4, 1)
+    )
+    config = AdmmQuantConfig(
+        codebook="ternary", narrow_codebook="pow2-4", wide_channels=128, layer_codebooks={"3": "pow2-2"}
+    )
+
+    assert config.layer_codebook_plan(model) == {
+        "0": Codebook.INT8,  # reads the input
+        "1": Codebook.TERNARY,  # 128 output channels
+        "2": Codebook.POW2_4,  # 64
+        "3": Codebook.POW2_2,  # named: wins
+        "4": Codebook.INT8,  # writes the output
+    }
+    assert AdmmQuantConfig(codebook="ternary").layer_codebook_plan(model)["2"] is Codebook.TERNARY
+
+
 def test_admm_reduces_the_residual_and_ends_exactly_in_the_codebook():
     batches, loss_fn = conv_regression_task()
     model = tiny_conv_net().eval()
@@ -111,7 +130,8 @@ def test_admm_reduces_the_residual_and_ends_exactly_in_the_codebook():
     assert not model.training
 
 
-def test_admm_beats_plain_projection_on_a_task_with_a_quantized_solution():
+@pytest.mark.parametrize(("w_step", "learning_rate"), [("adam", 1e-2), ("extragradient", 2e-3)])
+def test_admm_beats_plain_projection_on_a_task_with_a_quantized_solution(w_step, learning_rate):
     generator = torch.Generator().manual_seed(0)
     # Correlated inputs: the Euclidean projection of a perturbed weight is far from the loss's best codes.
     mixing = torch.eye(12) + 0.7 * torch.randn(12, 12, generator=generator)
@@ -133,7 +153,8 @@ def test_admm_beats_plain_projection_on_a_task_with_a_quantized_solution():
         admm_steps=150,
         rho=0.01,
         rho_growth=1.15,
-        learning_rate=1e-2,
+        w_step=w_step,
+        learning_rate=learning_rate,
         finetune_steps=0,
     )
     projected, trained = copy.deepcopy(student), copy.deepcopy(student)
@@ -195,11 +216,77 @@ def test_rho_reaches_rho_final_at_the_end_of_any_run_length():
         ({"rho": 0.1, "rho_final": 0.05}, "rho_final .* must be at least rho"),
         ({"int8_layers": "stem.0"}, "int8_layers is a tuple of layer names"),
         ({"finetune_schedule": "linear"}, "finetune_schedule is one of"),
+        ({"w_step": "sgd"}, "w_step is one of"),
+        ({"narrow_codebook": "int3"}, "narrow_codebook: 'int3' is not a codebook"),
+        ({"wide_channels": 0}, "wide_channels must be at least 1"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
     ],
 )
 def test_config_rejects_what_cannot_run(arguments, message):
     with pytest.raises(ValueError, match=message):
         AdmmQuantConfig(**arguments)
+
+
+def test_the_extragradient_w_step_takes_the_gradient_at_the_trial_point_and_steps_from_the_start(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2, bias=False)
+    inputs, targets = torch.randn(16, 4), torch.randn(16, 2)
+    start = model.weight.detach().clone()
+    learning_rate, rho = 0.1, 0.01
+    config = AdmmQuantConfig(
+        codebook="ternary",
+        int8_boundary_layers=False,
+        admm_steps=1,
+        steps_per_projection=2,
+        rho=rho,
+        rho_final=rho,
+        w_step="extragradient",
+        learning_rate=learning_rate,
+        momentum=0.0,
+        finetune_steps=0,
+    )
+
+    def loss_fn(m, batch):
+        return ((m(batch[0]) - batch[1]) ** 2).mean()
+
+    def gradient(weight):
+        weight = weight.clone().requires_grad_(True)
+        ((inputs @ weight.T - targets) ** 2).mean().backward()
+        return weight.grad
+
+    target = dequantize(*project(start, Codebook.TERNARY))  # G before the step; U is zero
+
+    def prox(weight):
+        return (weight + rho * target) / (1 + rho)
+
+    trial = prox(start - learning_rate * gradient(start))
+    expected = prox(start - learning_rate * gradient(trial))
+    # The step's weight, before quantize_ replaces it by G: captured at the G-step that ends the step.
+    captured = {}
+    original_project = admm._LayerState.project
+
+    def capture(state):
+        captured["weight"] = state.module.weight.detach().clone()
+        original_project(state)
+
+    monkeypatch.setattr(admm._LayerState, "project", capture)
+    quantize_(model, config, [(inputs, targets)], loss_fn)
+
+    assert torch.allclose(captured["weight"], expected, atol=1e-6)
+    plain_step = prox(start - learning_rate * gradient(start))
+    assert not torch.allclose(captured["weight"], plain_step, atol=1e-4)
+
+
+def test_the_extragradient_look_ahead_leaves_batch_norm_statistics_alone():
+    batches, loss_fn = conv_regression_task()
+    model = tiny_conv_net()
+    config = AdmmQuantConfig(
+        codebook="ternary", admm_steps=6, w_step="extragradient", learning_rate=1e-2, finetune_steps=0
+    )
+
+    quantize_(model, config, batches, loss_fn)
+
+    assert model[1].num_batches_tracked.item() == 6  # one update per step, not two
 
 
 def test_quantize_rejects_unknown_layers_and_half_the_training_inputs():

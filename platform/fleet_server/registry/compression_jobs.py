@@ -251,6 +251,7 @@ def _compress_and_package(job: CompressionJob, reporter: ProgressReporter) -> Pa
     inputs = compression_inputs(preset, config, version, reporter)
     quantization = AdmmQuantConfig(
         codebook=preset.codebook,
+        narrow_codebook=preset.narrow_codebook,
         admm_steps=config["admm_steps"] if preset.trains else 0,
         finetune_steps=config["finetune_steps"] if preset.trains else 0,
         learning_rate=config.get("learning_rate", AdmmQuantConfig.learning_rate),
@@ -427,7 +428,7 @@ def selftest_set(integer_model, frames_nhwc: np.ndarray) -> dict[str, np.ndarray
 def compression_summary(job: CompressionJob, report) -> dict:
     return {
         "preset": job.preset,
-        "codebook": str(presets.get_preset(job.preset).codebook),
+        "codebook": presets.get_preset(job.preset).codebook_label,
         "data_free": report.data_free,
         "compression_ratio": round(report.compression_ratio, 3),
         "fp32_bytes": report.fp32_bytes,

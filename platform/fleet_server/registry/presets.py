@@ -18,6 +18,13 @@ class Preset:
     trains: bool  # ADMM (and pruning) on rendered smart-park scenes; else projection only
     pruned: bool
     data_free: bool
+    # Mixed precision by width: layers narrower than AdmmQuantConfig.wide_channels take this codebook.
+    narrow_codebook: Codebook | None = None
+
+    @property
+    def codebook_label(self) -> str:
+        """The package's codebook as the console and the API show it: "ternary+pow2-4" when mixed."""
+        return str(self.codebook) if self.narrow_codebook is None else f"{self.codebook}+{self.narrow_codebook}"
 
 
 PRESETS: dict[str, Preset] = {
@@ -40,6 +47,18 @@ PRESETS: dict[str, Preset] = {
             trains=True,
             pruned=False,
             data_free=False,
+        ),
+        Preset(
+            "ternary-mixed",
+            "ternary + 3-bit narrow",
+            "ADMM onto ternary {0, +-1} in layers of 128 or more output channels and {0, +-1, +-2, +-4} in "
+            "narrower ones (first and last int8): 16x instead of 3-bit's 11x on the smart-park detector, at "
+            "3-bit's accuracy.",
+            Codebook.TERNARY,
+            trains=True,
+            pruned=False,
+            data_free=False,
+            narrow_codebook=Codebook.POW2_4,
         ),
         Preset(
             "3-bit-sparse",

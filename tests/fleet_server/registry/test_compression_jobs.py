@@ -71,6 +71,21 @@ def test_a_pruned_3_bit_job_streams_its_loss_curve(model_version):
     assert package.compression_ratio > 20
 
 
+def test_a_mixed_job_gives_wide_layers_ternary_and_narrow_ones_3_bit(model_version):
+    job = services.start_compression_job(model_version, "ternary-mixed", TINY["ternary-mixed"], enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    # The IR names layers with underscores for the module path's dots.
+    codebooks = {layer["name"]: layer["codebook"] for layer in job.report["layers"]}
+    assert {name for name, codebook in codebooks.items() if codebook == "ternary"} == {
+        "stage16_0_0",
+        *(f"stage16_{block}_body_{conv}_0" for block in (1, 2, 3) for conv in (0, 1)),
+    }
+    assert codebooks["stage4_0_0"] == codebooks["merge8_0"] == "pow2-4" and codebooks["stem_0"] == "int8"
+    assert job.package.codebook == job.package.manifest["compression"]["codebook"] == "ternary+pow2-4"
+    assert job.package.compression_ratio > 14  # 3-bit alone packs this detector about 11x
+
+
 def test_a_smaller_input_shape_gets_frames_resized_to_it(family, checkpoint_bytes):
     version = services.register_version(family, io.BytesIO(checkpoint_bytes), input_shape=(1, 3, 64, 96))
     config = {**TINY["int8"], "eval_frames_per_condition": 2}
