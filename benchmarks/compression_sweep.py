@@ -55,7 +55,7 @@ class Experiment:
     other_codebook: tuple[str, tuple[str, ...]] | None = None
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
-    # The W-step on the loss: "adam" or "extragradient" (SGD; learning_rate is then an SGD rate).
+    # The W-step on the loss: "adam", "extragradient-sgd" (learning_rate is then an SGD rate), "extragradient-adam".
     w_step: str = "adam"
     momentum: float = 0.9
     rho: float = 0.01
@@ -139,11 +139,36 @@ EXPERIMENTS = {
     "ternary-kd-lr2e-3": Experiment("ternary", 1200, 300, learning_rate=2e-3, distillation_weight=1.0),
     "ternary-kd-rho30": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho_final=30.0),
     "ternary-kd-ste": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True),
+    # Both diverged (loss 2 -> 200+ between steps 600 and 900).
     "ternary-extragradient-lr2e-3": Experiment(
-        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient", learning_rate=2e-3
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        w_step="extragradient-sgd",
+        learning_rate=2e-3,
     ),
     "ternary-extragradient-lr5e-3": Experiment(
-        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient", learning_rate=5e-3
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        w_step="extragradient-sgd",
+        learning_rate=5e-3,
+    ),
+    "ternary-extragradient-lr5e-4": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        w_step="extragradient-sgd",
+        learning_rate=5e-4,
+    ),
+    "ternary-extragradient-adam": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient-adam"
     ),
     "ternary-ste": Experiment("ternary", 1200, 300, finetune_codes=True),
     "ternary-kd-ste-qat1500": Experiment("ternary", 1500, 1500, distillation_weight=1.0, finetune_codes=True),

@@ -32,7 +32,7 @@ from model_store.ir import Codebook
 
 LEARNING_RATE_SCHEDULES = ("cosine", "constant")
 # How a W-step moves the weights on the loss (the proximal step of the penalty follows either way).
-W_STEPS = ("adam", "extragradient")
+W_STEPS = ("adam", "extragradient-sgd", "extragradient-adam")
 
 
 def weight_quantization(module: nn.Module) -> tuple[Codebook, Tensor, Tensor] | None:
@@ -61,12 +61,13 @@ class AdmmQuantConfig:
     Each W-step is a step on the loss followed by the exact proximal step of the penalty,
     W := (W + rho (G - U)) / (1 + rho), which is stable for any rho and free of the weights' scale (a
     convolution followed by batch norm has an arbitrary one), unlike a penalty gradient that Adam would
-    normalize away. The loss step is Adam (`w_step="adam"`) or the seed paper's extra-gradient SGD
-    (`w_step="extragradient"`, Korpelevich): a trial step W' = prox(W - lr grad f(W)), then the real one
-    W := prox(W - lr v) from the same W with v the gradient at W' (heavy-ball averaged with `momentum`), on
-    the same batch. That is two forward and backward passes per step, and a step that looks ahead instead
-    of overshooting where the penalty and the loss pull apart. Its `learning_rate` is an SGD rate, not
-    Adam's (the gradients of convolutions before batch norm are small).
+    normalize away. The loss step is Adam (`w_step="adam"`) or the seed paper's extra-gradient
+    (Korpelevich) method: a trial step W' = prox(W - lr d(W)), then the real one W := prox(W - lr d(W'))
+    from the same W with the direction d taken at W', on the same batch; d is SGD's (heavy-ball averaged
+    with `momentum`, `w_step="extragradient-sgd"`, the paper's) or Adam's (`"extragradient-adam"`,
+    Gidel et al. 2019). That is two forward and backward passes per step, and a step that looks ahead
+    instead of overshooting where the penalty and the loss pull apart. With SGD `learning_rate` is an SGD
+    rate, not Adam's (the gradients of convolutions before batch norm are small).
     rho is multiplied by `rho_growth` every `rho_growth_every` G-steps, so W is held ever closer to the
     codebook. By default (`rho_growth=None`) the growth is chosen so that rho goes from `rho` to
     `rho_final` over the whole run, whatever its length: a fixed growth per G-step would clamp W to G after
@@ -89,7 +90,7 @@ class AdmmQuantConfig:
     w_step: str = "adam"
     # Adam on a trained detector (peak training rate 2e-3): 5e-4 moved the loss little in the smoke runs.
     learning_rate: float = 5e-4
-    # Heavy-ball momentum of the extra-gradient SGD W-step (unused by Adam).
+    # Heavy-ball momentum of the extra-gradient SGD W-step (unused otherwise).
     momentum: float = 0.9
     finetune_steps: int = 100
     finetune_learning_rate: float = 5e-4
@@ -295,7 +296,7 @@ def _admm(
     progress: ProgressCallback | None,
 ) -> list[float]:
     parameters = [p for p in model.parameters() if p.requires_grad]
-    if config.w_step == "extragradient":
+    if config.w_step.startswith("extragradient"):
         w_step = _ExtragradientStep(model, states, parameters, loss_fn, config)
     else:
         w_step = _AdamStep(model, states, parameters, loss_fn, config)
@@ -340,46 +341,52 @@ class _AdamStep:
 
 
 class _ExtragradientStep:
-    """W-step by extra-gradient SGD (see AdmmQuantConfig): a trial step, then the step from the same point
-    with the trial point's gradient; each followed by the penalty's proximal step. Returns the loss at W."""
+    """W-step by extra-gradient (see AdmmQuantConfig): a trial step, then the step from the same point with
+    the trial point's gradient; each followed by the penalty's proximal step. The optimizer (SGD with
+    momentum, or Adam) gives both steps' direction; its state (momentum, moments) is put back after the
+    trial, so only the real step counts in it. Returns the loss at W."""
 
     def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
         self.model, self.states, self.parameters, self.loss_fn = model, states, parameters, loss_fn
-        self.learning_rate, self.momentum = config.learning_rate, config.momentum
-        self.velocity = [torch.zeros_like(p) for p in parameters]
+        if config.w_step == "extragradient-adam":
+            self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+        else:
+            self.optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
 
-    def _gradients(self, batch, step: int) -> tuple[float, list[Tensor]]:
+    def _backward(self, batch, step: int) -> float:
         loss = self.loss_fn(self.model, batch)
         check_loss(loss, step)
-        for p in self.parameters:
-            p.grad = None
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for state in self.states:
             state.mask_gradient()
-        return loss.item(), [torch.zeros_like(p) if p.grad is None else p.grad for p in self.parameters]
+        return loss.item()
 
-    @torch.no_grad()
-    def _move(self, origin: list[Tensor], direction: list[Tensor], rho: float) -> None:
-        for p, start, d in zip(self.parameters, origin, direction, strict=True):
-            torch.add(start, d, alpha=-self.learning_rate, out=p.data)
+    def _step(self, rho: float) -> None:
+        self.optimizer.step()
         for state in self.states:
             state.pull_toward_constraint(rho)
 
     def __call__(self, batch, rho: float, step: int) -> float:
         origin = [p.detach().clone() for p in self.parameters]
-        loss, gradients = self._gradients(batch, step)
-        self._move(origin, gradients, rho)
+        optimizer_state = {
+            p: {key: value.clone() if isinstance(value, Tensor) else value for key, value in state.items()}
+            for p, state in self.optimizer.state.items()
+        }
+        loss = self._backward(batch, step)
+        self._step(rho)
         # The look-ahead pass must not count in batch norm's running statistics: the batch was seen at W.
         statistics = [(b, b.clone()) for m in self.model.modules() if isinstance(m, _BatchNorm) for b in m.buffers()]
-        _, lookahead = self._gradients(batch, step)
-        for buffer, saved in statistics:
-            buffer.copy_(saved)
+        self._backward(batch, step)
         with torch.no_grad():
-            for v, g in zip(self.velocity, lookahead, strict=True):
-                v.mul_(self.momentum).add_(g)
-        self._move(origin, self.velocity, rho)
-        for p in self.parameters:
-            p.grad = None
+            for buffer, saved in statistics:
+                buffer.copy_(saved)
+            for p, start in zip(self.parameters, origin, strict=True):
+                p.copy_(start)
+        self.optimizer.state.clear()
+        self.optimizer.state.update(optimizer_state)
+        self._step(rho)
+        self.optimizer.zero_grad(set_to_none=True)
         return loss
 
 

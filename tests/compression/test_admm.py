@@ -130,7 +130,9 @@ def test_admm_reduces_the_residual_and_ends_exactly_in_the_codebook():
     assert not model.training
 
 
-@pytest.mark.parametrize(("w_step", "learning_rate"), [("adam", 1e-2), ("extragradient", 2e-3)])
+@pytest.mark.parametrize(
+    ("w_step", "learning_rate"), [("adam", 1e-2), ("extragradient-sgd", 2e-3), ("extragradient-adam", 1e-2)]
+)
 def test_admm_beats_plain_projection_on_a_task_with_a_quantized_solution(w_step, learning_rate):
     generator = torch.Generator().manual_seed(0)
     # Correlated inputs: the Euclidean projection of a perturbed weight is far from the loss's best codes.
@@ -240,7 +242,7 @@ def test_the_extragradient_w_step_takes_the_gradient_at_the_trial_point_and_step
         steps_per_projection=2,
         rho=rho,
         rho_final=rho,
-        w_step="extragradient",
+        w_step="extragradient-sgd",
         learning_rate=learning_rate,
         momentum=0.0,
         finetune_steps=0,
@@ -281,7 +283,7 @@ def test_the_extragradient_look_ahead_leaves_batch_norm_statistics_alone():
     batches, loss_fn = conv_regression_task()
     model = tiny_conv_net()
     config = AdmmQuantConfig(
-        codebook="ternary", admm_steps=6, w_step="extragradient", learning_rate=1e-2, finetune_steps=0
+        codebook="ternary", admm_steps=6, w_step="extragradient-sgd", learning_rate=1e-2, finetune_steps=0
     )
 
     quantize_(model, config, batches, loss_fn)
