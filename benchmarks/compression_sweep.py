@@ -139,7 +139,7 @@ EXPERIMENTS = {
     "ternary-kd-lr2e-3": Experiment("ternary", 1200, 300, learning_rate=2e-3, distillation_weight=1.0),
     "ternary-kd-rho30": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho_final=30.0),
     "ternary-kd-ste": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True),
-    # Both diverged (loss 2 -> 200+ between steps 600 and 900).
+    # All four extra-gradient runs diverged before step 1,200 (docs/benchmarks.md, fourth round).
     "ternary-extragradient-lr2e-3": Experiment(
         "ternary",
         2400,
