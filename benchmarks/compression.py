@@ -376,6 +376,7 @@ def _target_lines(rows: list[dict]) -> list[str]:
 
     def ratio(method: str) -> float:
         return by_method[method]["compression_ratio"]
+
     pruned_ok = (
         pruned["compression_ratio"] >= TARGETS["pruned_min_ratio"] and pruned_loss <= TARGETS["pruned_max_loss_points"]
     )
