@@ -140,33 +140,18 @@ EXPERIMENTS = {
     "ternary-kd-rho30": Experiment("ternary", 1200, 300, distillation_weight=1.0, rho_final=30.0),
     "ternary-kd-ste": Experiment("ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True),
     # All four extra-gradient runs diverged before step 1,200 (docs/benchmarks.md, fourth round).
-    "ternary-extragradient-lr2e-3": Experiment(
-        "ternary",
-        2400,
-        600,
-        distillation_weight=1.0,
-        finetune_codes=True,
-        w_step="extragradient-sgd",
-        learning_rate=2e-3,
-    ),
-    "ternary-extragradient-lr5e-3": Experiment(
-        "ternary",
-        2400,
-        600,
-        distillation_weight=1.0,
-        finetune_codes=True,
-        w_step="extragradient-sgd",
-        learning_rate=5e-3,
-    ),
-    "ternary-extragradient-lr5e-4": Experiment(
-        "ternary",
-        2400,
-        600,
-        distillation_weight=1.0,
-        finetune_codes=True,
-        w_step="extragradient-sgd",
-        learning_rate=5e-4,
-    ),
+    **{
+        f"ternary-extragradient-lr{rate}": Experiment(
+            "ternary",
+            2400,
+            600,
+            distillation_weight=1.0,
+            finetune_codes=True,
+            w_step="extragradient-sgd",
+            learning_rate=float(rate),
+        )
+        for rate in ("2e-3", "5e-3", "5e-4")
+    },
     "ternary-extragradient-adam": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient-adam"
     ),

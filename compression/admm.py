@@ -4,8 +4,8 @@ Minimize f(W) + I_C(G) subject to W = G, C = {alpha[o] * code : code in the laye
 W-steps on f(W) + rho/2 ||W - G + U||^2 (a step on the loss, by Adam or by the paper's extra-gradient SGD,
 then the exact proximal step of the quadratic), G-steps (exact projection of W + U onto C) and dual
 updates U += W - G while rho grows; then W := G with the codes frozen and the float parts (batch norm,
-biases) fine-tuned. Without data it is projection only. Batch norm is not folded here: the lowering folds it into alpha
-(alpha * gamma / sigma) and leaves the codes unchanged.
+biases) fine-tuned. Without data it is projection only. Batch norm is not folded here: the lowering folds
+it into alpha (alpha * gamma / sigma) and leaves the codes unchanged.
 """
 
 import math
@@ -295,11 +295,7 @@ def _admm(
     loss_fn: LossFunction,
     progress: ProgressCallback | None,
 ) -> list[float]:
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if config.w_step.startswith("extragradient"):
-        w_step = _ExtragradientStep(model, states, parameters, loss_fn, config)
-    else:
-        w_step = _AdamStep(model, states, parameters, loss_fn, config)
+    w_step = _WStep(model, states, [p for p in model.parameters() if p.requires_grad], loss_fn, config)
     rho, projections, losses = config.rho, 0, []
     growth = config.growth_per_update()
     for step in range(config.admm_steps):
@@ -320,38 +316,19 @@ def _admm(
     return losses
 
 
-class _AdamStep:
-    """W-step: an Adam step on the loss, then the penalty's proximal step; returns the loss."""
-
-    def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
-        self.model, self.states, self.loss_fn = model, states, loss_fn
-        self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
-
-    def __call__(self, batch, rho: float, step: int) -> float:
-        loss = self.loss_fn(self.model, batch)
-        check_loss(loss, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for state in self.states:
-            state.mask_gradient()
-        self.optimizer.step()
-        for state in self.states:
-            state.pull_toward_constraint(rho)
-        return loss.item()
-
-
-class _ExtragradientStep:
-    """W-step by extra-gradient (see AdmmQuantConfig): a trial step, then the step from the same point with
-    the trial point's gradient; each followed by the penalty's proximal step. The optimizer (SGD with
-    momentum, or Adam) gives both steps' direction; its state (momentum, moments) is put back after the
-    trial, so only the real step counts in it. Returns the loss at W."""
+class _WStep:
+    """One W-step (see AdmmQuantConfig): a step of the optimizer on the loss, then the penalty's proximal
+    step; with `w_step="extragradient-*"` first a trial step, then the step from the same point with the
+    trial point's gradient. The optimizer's state (momentum, moments) and batch norm's running statistics
+    are put back after the trial, so only the real step counts in them. Returns the loss at W."""
 
     def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
         self.model, self.states, self.parameters, self.loss_fn = model, states, parameters, loss_fn
-        if config.w_step == "extragradient-adam":
-            self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
-        else:
+        self.lookahead = config.w_step.startswith("extragradient")
+        if config.w_step == "extragradient-sgd":
             self.optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
+        else:
+            self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
 
     def _backward(self, batch, step: int) -> float:
         loss = self.loss_fn(self.model, batch)
@@ -368,6 +345,10 @@ class _ExtragradientStep:
             state.pull_toward_constraint(rho)
 
     def __call__(self, batch, rho: float, step: int) -> float:
+        if not self.lookahead:
+            loss = self._backward(batch, step)
+            self._step(rho)
+            return loss
         origin = [p.detach().clone() for p in self.parameters]
         optimizer_state = {
             p: {key: value.clone() if isinstance(value, Tensor) else value for key, value in state.items()}
