@@ -66,6 +66,12 @@ class Experiment:
     steps_per_cut: int = 60
     pruning_learning_rate: float = 1e-4
     pruning_scope: str = "layer"
+    # Progressive quantization (Zhuang et al. 2018, "Towards effective low-bitwidth convolutional neural
+    # networks"): ADMM on these wider codebooks first, (codebook, ADMM steps, fine-tuning steps) each, every one
+    # starting from the last one's quantized weights, then the experiment's own codebook.
+    warm_start: tuple[tuple[str, int, int], ...] = ()
+    # Replicates: training starts this many frames into the pool (and wraps around), other frames, same setting.
+    pool_offset: int = 0
 
     def scaled(self, scale: float) -> "Experiment":
         def steps(n: int) -> int:
@@ -78,13 +84,15 @@ class Experiment:
                 "finetune_steps": steps(self.finetune_steps),
                 "pruning_steps": max(2, round(self.pruning_steps * min(1.0, scale * 4))),
                 "steps_per_cut": steps(self.steps_per_cut),
+                "warm_start": tuple((codebook, steps(a), steps(f)) for codebook, a, f in self.warm_start),
             }
         )
 
     @property
     def training_steps(self) -> int:
         pruning = self.pruning_steps * self.steps_per_cut if self.sparsity else 0
-        return pruning + self.admm_steps + self.finetune_steps
+        warm_start = sum(admm + finetune for _, admm, finetune in self.warm_start)
+        return pruning + warm_start + self.admm_steps + self.finetune_steps
 
 
 # The detector's convolutions of the stride-16 stage, and the narrow ones (16 to 64 channels) before and after it
@@ -203,6 +211,36 @@ EXPERIMENTS = {
     "ternary-stage16-pow2-2-narrow": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, other_codebook=("pow2-2", NARROW_LAYERS)
     ),
+    # Progressive quantization against replicates of plain ternary (pool_offset: other frames, same setting).
+    **{
+        f"ternary-1200-offset{offset}": Experiment(
+            "ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True, pool_offset=offset
+        )
+        for offset in (0, 8000, 16000)
+    },
+    **{
+        f"ternary-1200-from-pow2-4-offset{offset}": Experiment(
+            "ternary",
+            1200,
+            300,
+            distillation_weight=1.0,
+            finetune_codes=True,
+            warm_start=(("pow2-4", 600, 150),),
+            pool_offset=offset,
+        )
+        for offset in (0, 8000, 16000)
+    },
+    "ternary-1200-from-pow2-4-pow2-2": Experiment(
+        "ternary",
+        1200,
+        300,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        warm_start=(("pow2-4", 400, 100), ("pow2-2", 400, 100)),
+    ),
+    "ternary-1200-from-pow2-4-long": Experiment(
+        "ternary", 1200, 300, distillation_weight=1.0, finetune_codes=True, warm_start=(("pow2-4", 1200, 300),)
+    ),
     "pow2-4-long": Experiment("pow2-4", 2400, 600),
     "pow2-4-long-kd-rho10": Experiment("pow2-4", 2400, 600, distillation_weight=1.0, rho_final=10.0),
 }
@@ -213,19 +251,14 @@ def _append(path: Path, line: str) -> None:
         file.write(line + "\n")
 
 
-def validation_frames(frames_per_condition: int) -> list:
+def validation_frames(frames_per_condition: int, workers: int = 1) -> list:
     """Held-out frames that the benchmark never scores (seeds from VALIDATION_OFFSET of each condition up).
 
     Settings are chosen on these, so that the benchmark's own held-out frames stay a test set.
     """
-    from smartpark.evaluate import SEEDS_PER_CONDITION
-    from smartpark.scenes import CONDITIONS, heldout_seed, render_training_sample
+    from smartpark.evaluate import heldout_frames
 
-    return [
-        render_training_sample(heldout_seed(k * SEEDS_PER_CONDITION + VALIDATION_OFFSET + i), condition)
-        for k, condition in enumerate(CONDITIONS)
-        for i in range(frames_per_condition)
-    ]
+    return heldout_frames(frames_per_condition, first=VALIDATION_OFFSET, workers=workers)
 
 
 def _extras_path(pool: Path, validation_per_condition: int) -> Path:
@@ -248,7 +281,8 @@ def prepare(out: Path, pool: Path, frames: int, workers: int, validation_per_con
     extras = _extras_path(pool, validation_per_condition)
     if extras.exists():
         return
-    heldout, validation = heldout_frames(HELDOUT_FRAMES_PER_CONDITION), validation_frames(validation_per_condition)
+    heldout = heldout_frames(HELDOUT_FRAMES_PER_CONDITION, workers=workers)
+    validation = validation_frames(validation_per_condition, workers)
     model = load_detector().eval()
     frame_sets = {
         "heldout": heldout,
@@ -274,7 +308,7 @@ def run_experiment(
     validation_per_condition: int = VALIDATION_FRAMES_PER_CONDITION,
 ) -> dict:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     from benchmarks.compression import OrtDetector, _detector_loss
     from benchmarks.frame_pool import PoolDataset
@@ -309,7 +343,11 @@ def run_experiment(
             feature_layers=DISTILLATION_FEATURES,
             feature_weight=experiment.feature_distillation_weight,
         )
-    data = DataLoader(PoolDataset(pool), batch_size=experiment.batch_size, shuffle=False, pin_memory=device == "cuda")
+    dataset = PoolDataset(pool)
+    if experiment.pool_offset:
+        order = [(experiment.pool_offset + i) % len(dataset) for i in range(len(dataset))]
+        dataset = Subset(dataset, order)
+    data = DataLoader(dataset, batch_size=experiment.batch_size, shuffle=False, pin_memory=device == "cuda")
     result = {
         "name": name,
         **asdict(experiment),
@@ -336,10 +374,7 @@ def run_experiment(
         pruned = copy.deepcopy(model).cpu().eval()
         result["pruned_float_map50"] = evaluate_detector(pruned, frames)["overall"]["mAP50"]
         log(f"{name}: pruned float mAP@0.5 {result['pruned_float_map50']:.4f}")
-    quantization = AdmmQuantConfig(
-        codebook=experiment.codebook,
-        admm_steps=experiment.admm_steps,
-        finetune_steps=experiment.finetune_steps,
+    settings = dict(
         learning_rate=experiment.learning_rate,
         w_step=experiment.w_step,
         momentum=experiment.momentum,
@@ -352,6 +387,16 @@ def run_experiment(
         layer_codebooks=dict.fromkeys(experiment.other_codebook[1], experiment.other_codebook[0])
         if experiment.other_codebook
         else {},
+    )
+    for codebook, admm_steps, finetune_steps in experiment.warm_start:
+        warm = AdmmQuantConfig(codebook=codebook, admm_steps=admm_steps, finetune_steps=finetune_steps, **settings)
+        quantize_(model, warm, data=data, loss_fn=loss_fn, progress=progress)
+        log(f"{name}: warm start on {codebook} done ({time.perf_counter() - started:.0f} s)")
+    quantization = AdmmQuantConfig(
+        codebook=experiment.codebook,
+        admm_steps=experiment.admm_steps,
+        finetune_steps=experiment.finetune_steps,
+        **settings,
     )
     quantize_(model, quantization, data=data, loss_fn=loss_fn, progress=progress)
     result["train_seconds"] = round(time.perf_counter() - started, 1)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,19 +27,23 @@ SEEDS_PER_CONDITION = 1_000_000
 Detector = Callable[[np.ndarray], list[Detections]]
 
 
-def heldout_frames(frames_per_condition: int, conditions: Sequence[str] | None = None) -> list:
-    """Held-out frames (never trained on), the same ones on every call: N per condition."""
+def heldout_frames(
+    frames_per_condition: int, conditions: Sequence[str] | None = None, first: int = 0, workers: int = 1
+) -> list:
+    """Held-out frames (never trained on), the same ones on every call: N per condition, from held-out seed
+    `first` of each condition on; `workers` > 1 renders them in that many processes."""
     from smartpark.scenes import CONDITIONS, heldout_seed, render_training_sample
 
-    frames = []
-    for k, condition in enumerate(CONDITIONS):
-        if conditions is not None and condition not in conditions:
-            continue
-        frames += [
-            render_training_sample(heldout_seed(k * SEEDS_PER_CONDITION + i), condition)
-            for i in range(frames_per_condition)
-        ]
-    return frames
+    specs = [
+        (heldout_seed(k * SEEDS_PER_CONDITION + first + i), condition)
+        for k, condition in enumerate(CONDITIONS)
+        if conditions is None or condition in conditions
+        for i in range(frames_per_condition)
+    ]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            return pool.starmap(render_training_sample, specs, chunksize=16)
+    return [render_training_sample(seed, condition) for seed, condition in specs]
 
 
 def coco_ground_truth(frames: Sequence) -> dict:
