@@ -163,6 +163,21 @@ EXPERIMENTS = {
     "ternary-extragradient-adam": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient-adam"
     ),
+    # If the look-ahead only halved the stable rate (on a quadratic of curvature h it multiplies the error by
+    # 1 - lr h + (lr h)^2, stable for lr h < 1 where gradient descent is stable to 2), half or a quarter of
+    # the rate would train. Both diverged by step 1,200 as 5e-4 did (docs/benchmarks.md, fourth round).
+    **{
+        f"ternary-extragradient-adam-lr{rate}": Experiment(
+            "ternary",
+            2400,
+            600,
+            distillation_weight=1.0,
+            finetune_codes=True,
+            w_step="extragradient-adam",
+            learning_rate=float(rate),
+        )
+        for rate in ("2.5e-4", "1.25e-4")
+    },
     "ternary-ste": Experiment("ternary", 1200, 300, finetune_codes=True),
     "ternary-kd-ste-qat1500": Experiment("ternary", 1500, 1500, distillation_weight=1.0, finetune_codes=True),
     # The compression benchmark's own ternary row, to compare a sweep run with a benchmark run.

@@ -62,12 +62,15 @@ class AdmmQuantConfig:
     W := (W + rho (G - U)) / (1 + rho), which is stable for any rho and free of the weights' scale (a
     convolution followed by batch norm has an arbitrary one), unlike a penalty gradient that Adam would
     normalize away. The loss step is Adam (`w_step="adam"`) or the seed paper's extra-gradient
-    (Korpelevich) method: a trial step W' = prox(W - lr d(W)), then the real one W := prox(W - lr d(W'))
+    (Korpelevich) method: a trial step on the loss W' = W - lr d(W), then the real one W := prox(W - lr d(W'))
     from the same W with the direction d taken at W', on the same batch; d is SGD's (heavy-ball averaged
     with `momentum`, `w_step="extragradient-sgd"`, the paper's) or Adam's (`"extragradient-adam"`,
     Gidel et al. 2019). That is two forward and backward passes per step, and a step that looks ahead
-    instead of overshooting where the penalty and the loss pull apart. With SGD `learning_rate` is an SGD
-    rate, not Adam's (the gradients of convolutions before batch norm are small).
+    instead of overshooting. The trial step leaves the penalty out, as the paper's nearly does: its penalty
+    gradient moves W' a fraction lr rho of the way from W to G - U, where this unit-step prox would move it
+    rho / (1 + rho) of the way, some 2,000 times more at rate 5e-4. (On the detector both versions diverge
+    alike, docs/benchmarks.md.) With SGD `learning_rate` is an SGD rate, not Adam's (the gradients of
+    convolutions before batch norm are small).
     rho is multiplied by `rho_growth` every `rho_growth_every` G-steps, so W is held ever closer to the
     codebook. By default (`rho_growth=None`) the growth is chosen so that rho goes from `rho` to
     `rho_final` over the whole run, whatever its length: a fixed growth per G-step would clamp W to G after
@@ -339,10 +342,12 @@ class _WStep:
             state.mask_gradient()
         return loss.item()
 
-    def _step(self, rho: float) -> None:
+    def _step(self, rho: float | None) -> None:
+        """The optimizer's step on the loss, then (rho given) the penalty's proximal step."""
         self.optimizer.step()
-        for state in self.states:
-            state.pull_toward_constraint(rho)
+        if rho is not None:
+            for state in self.states:
+                state.pull_toward_constraint(rho)
 
     def __call__(self, batch, rho: float, step: int) -> float:
         if not self.lookahead:
@@ -355,7 +360,7 @@ class _WStep:
             for p, state in self.optimizer.state.items()
         }
         loss = self._backward(batch, step)
-        self._step(rho)
+        self._step(None)  # the trial step: the loss alone (see AdmmQuantConfig)
         # The look-ahead pass must not count in batch norm's running statistics: the batch was seen at W.
         statistics = [(b, b.clone()) for m in self.model.modules() if isinstance(m, _BatchNorm) for b in m.buffers()]
         self._backward(batch, step)

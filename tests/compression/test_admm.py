@@ -261,7 +261,7 @@ def test_the_extragradient_w_step_takes_the_gradient_at_the_trial_point_and_step
     def prox(weight):
         return (weight + rho * target) / (1 + rho)
 
-    trial = prox(start - learning_rate * gradient(start))
+    trial = start - learning_rate * gradient(start)  # the loss alone: no pull toward G in the look-ahead
     expected = prox(start - learning_rate * gradient(trial))
     # The step's weight, before quantize_ replaces it by G: captured at the G-step that ends the step.
     captured = {}
