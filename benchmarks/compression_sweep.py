@@ -55,6 +55,8 @@ class Experiment:
     other_codebook: tuple[str, tuple[str, ...]] | None = None
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
+    # Each quantized layer's rate follows its weight norm (AdmmQuantConfig.scale_relative_rate).
+    scale_relative_rate: bool = False
     # The W-step on the loss: "adam", "extragradient-sgd" (learning_rate is then an SGD rate), "extragradient-adam".
     w_step: str = "adam"
     momentum: float = 0.9
@@ -178,6 +180,33 @@ EXPERIMENTS = {
         )
         for rate in ("2.5e-4", "1.25e-4")
     },
+    # The prox shrinks the weights that batch norm makes scale-free (median layer to a quarter in 1,000 steps), so
+    # a fixed rate grows relative to them: the benchmark's ternary row, and extra-gradient, with rates that follow.
+    "ternary-scale-relative": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, scale_relative_rate=True
+    ),
+    "ternary-extragradient-adam-scale-relative": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        w_step="extragradient-adam",
+        scale_relative_rate=True,
+    ),
+    # Diagnostics of the same divergence: rho held at its start (no growth), and training on other frames.
+    "ternary-extragradient-adam-rho-fixed": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient-adam", rho_final=0.01
+    ),
+    "ternary-extragradient-adam-offset8000": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        w_step="extragradient-adam",
+        pool_offset=8000,
+    ),
     "ternary-ste": Experiment("ternary", 1200, 300, finetune_codes=True),
     "ternary-kd-ste-qat1500": Experiment("ternary", 1500, 1500, distillation_weight=1.0, finetune_codes=True),
     # The compression benchmark's own ternary row, to compare a sweep run with a benchmark run.
@@ -396,6 +425,7 @@ def run_experiment(
         finetune_schedule=experiment.finetune_schedule,
         finetune_learning_rate=experiment.finetune_learning_rate,
         finetune_codes=experiment.finetune_codes,
+        scale_relative_rate=experiment.scale_relative_rate,
         rho=experiment.rho,
         rho_final=experiment.rho_final,
         int8_layers=experiment.int8_layers,

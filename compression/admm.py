@@ -101,6 +101,12 @@ class AdmmQuantConfig:
     finetune_schedule: str = "cosine"
     # True: fine-tuning also moves the codes (see _finetune_codes); False: only the float parts train.
     finetune_codes: bool = False
+    # True: each quantized layer's rate follows its weight norm relative to the norm it started ADMM with
+    # (Adam: lr * |W| / |W0|; SGD: lr * (|W| / |W0|)^2), in the W-steps and the code fine-tuning. The G-step's
+    # projection is shorter than what it projects, so every prox step shrinks W a little; where batch norm
+    # follows, nothing in the loss holds the scale up, and a fixed rate becomes an ever larger relative step
+    # (on the detector the median layer shrank to a quarter of its norm in 1,000 steps).
+    scale_relative_rate: bool = False
     progress_every: int = 10
 
     def __post_init__(self):
@@ -198,6 +204,7 @@ class _LayerState:
             # Training after squash_masks_ may have revived pruned weights; the mask is what counts.
             weight.mul_(mask)
         self.dual = torch.zeros_like(weight)
+        self.start_norm = weight.norm().clamp(min=1e-12).item()
         self.residuals: list[float] = []
         self.project()
 
@@ -208,6 +215,11 @@ class _LayerState:
     def residual(self) -> float:
         weight = self.module.weight.detach()
         return ((weight - self.target).norm() / weight.norm().clamp(min=1e-12)).item()
+
+    def norm_ratio(self, weight: Tensor | None = None) -> float:
+        """|W| / |W0| (or of `weight`, a shadow of this layer): how far the layer's scale has drifted."""
+        weight = self.module.weight if weight is None else weight
+        return weight.detach().norm().item() / self.start_norm
 
     def mask_gradient(self) -> None:
         if self.mask is not None and self.module.weight.grad is not None:
@@ -327,11 +339,19 @@ class _WStep:
 
     def __init__(self, model, states, parameters, loss_fn, config: AdmmQuantConfig):
         self.model, self.states, self.parameters, self.loss_fn = model, states, parameters, loss_fn
+        self.config = config
         self.lookahead = config.w_step.startswith("extragradient")
+        # One group per quantized layer (its rate may follow its scale), then the float parts.
+        layer_weights = {id(state.module.weight) for state in states}
+        groups = [{"params": [state.module.weight]} for state in states]
+        rest = [p for p in parameters if id(p) not in layer_weights]
+        groups += [{"params": rest}] if rest else []
         if config.w_step == "extragradient-sgd":
-            self.optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
+            self.optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum)
+            self.rate_power = 2  # SGD's step on a scale-free weight is lr |g| with |g| ~ 1 / |W|
         else:
-            self.optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+            self.optimizer = torch.optim.Adam(groups, lr=config.learning_rate)
+            self.rate_power = 1  # Adam's step is about lr per weight whatever the gradient's size
 
     def _backward(self, batch, step: int) -> float:
         loss = self.loss_fn(self.model, batch)
@@ -344,6 +364,9 @@ class _WStep:
 
     def _step(self, rho: float | None) -> None:
         """The optimizer's step on the loss, then (rho given) the penalty's proximal step."""
+        if self.config.scale_relative_rate:
+            for group, state in zip(self.optimizer.param_groups, self.states, strict=False):
+                group["lr"] = self.config.learning_rate * state.norm_ratio() ** self.rate_power
         self.optimizer.step()
         if rho is not None:
             for state in self.states:
@@ -383,13 +406,19 @@ def _finetune(
     loss_fn: LossFunction,
     progress: ProgressCallback | None,
     before_step: Callable[[], None] = lambda: None,
+    rates: dict[int, float] | None = None,
 ) -> list[float]:
     """Train what requires grad: the float parts (batch norm, biases; their statistics follow), and with
-    `_finetune_codes` the shadow weights too. `before_step` runs between backward and the optimizer step."""
+    `_finetune_codes` the shadow weights too. `before_step` runs between backward and the optimizer step;
+    `rates` gives some parameters (by id) their own starting rate."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters or config.finetune_steps == 0:
         return []
-    optimizer = torch.optim.Adam(parameters, lr=config.finetune_learning_rate)
+    rates = rates or {}
+    groups = [{"params": [p], "lr": rates[id(p)]} for p in parameters if id(p) in rates]
+    rest = [p for p in parameters if id(p) not in rates]
+    groups += [{"params": rest}] if rest else []
+    optimizer = torch.optim.Adam(groups, lr=config.finetune_learning_rate)
     schedule = None
     if config.finetune_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_steps)
@@ -448,8 +477,13 @@ def _finetune_codes(
             if state.mask is not None and shadow.grad is not None:
                 shadow.grad.mul_(state.mask)
 
+    rates = {}
+    if config.scale_relative_rate:
+        for state in states:
+            shadow = state.module.parametrizations.weight.original
+            rates[id(shadow)] = config.finetune_learning_rate * state.norm_ratio(shadow)
     try:
-        return _finetune(model, config, batches, loss_fn, progress, before_step=mask_shadow_gradients)
+        return _finetune(model, config, batches, loss_fn, progress, before_step=mask_shadow_gradients, rates=rates)
     finally:
         for state in states:
             # The plain parameter again, holding the shadow; project() below turns it into codes.
