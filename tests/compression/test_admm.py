@@ -352,3 +352,46 @@ def test_fine_tuning_follows_its_learning_rate_schedule(schedule, expected_ratio
     losses = report.finetune_loss_history
     drops = [before - after for before, after in itertools.pairwise(losses)]
     assert [drop / drops[0] for drop in drops[1:]] == pytest.approx(expected_ratios, rel=1e-3)
+
+
+@pytest.mark.parametrize(("w_step", "power"), [("adam", 1), ("extragradient-sgd", 2)])
+def test_scale_relative_rates_follow_each_layers_weight_norm(monkeypatch, w_step, power):
+    batches, loss_fn = conv_regression_task()
+    model = tiny_conv_net()
+    config = AdmmQuantConfig(
+        codebook="ternary",
+        int8_boundary_layers=False,
+        admm_steps=40,
+        learning_rate=1e-2,
+        w_step=w_step,
+        scale_relative_rate=True,
+        finetune_steps=3,
+        finetune_codes=True,
+    )
+    seen = []  # (norm ratio of each layer before the step, rate of its group in the step)
+    original_step = admm._WStep._step
+
+    def recording_step(self, rho):
+        ratios = [state.norm_ratio() for state in self.states]
+        original_step(self, rho)
+        seen.append((ratios, [group["lr"] for group in self.optimizer.param_groups[: len(ratios)]]))
+
+    finetune_rates = {}
+    original_finetune = admm._finetune
+
+    def recording_finetune(*args, rates=None, **kwargs):
+        finetune_rates.update(rates or {})
+        return original_finetune(*args, rates=rates, **kwargs)
+
+    monkeypatch.setattr(admm._WStep, "_step", recording_step)
+    monkeypatch.setattr(admm, "_finetune", recording_finetune)
+    quantize_(model, config, batches, loss_fn)
+
+    for ratios, rates in seen:
+        assert rates == pytest.approx([config.learning_rate * ratio**power for ratio in ratios])
+    # The layers' scales did move, so the rates above are not the configured one in disguise.
+    assert max(abs(ratio - 1) for ratio in seen[-1][0]) > 0.05
+    # Code fine-tuning starts each shadow at a rate of its own scale.
+    assert len(finetune_rates) == 3
+    assert all(rate > 0 for rate in finetune_rates.values())
+    assert max(abs(rate / config.finetune_learning_rate - 1) for rate in finetune_rates.values()) > 0.05
