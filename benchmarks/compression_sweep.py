@@ -55,7 +55,8 @@ class Experiment:
     other_codebook: tuple[str, tuple[str, ...]] | None = None
     finetune_learning_rate: float = 5e-4
     finetune_codes: bool = False
-    # Each quantized layer's rate follows its weight norm (AdmmQuantConfig.scale_relative_rate).
+    # Each quantized layer's rate follows its weight norm (AdmmQuantConfig.scale_relative_rate); False, the
+    # fixed rate, is what every row recorded before it ran, extra-gradient included.
     scale_relative_rate: bool = False
     # The W-step on the loss: "adam", "extragradient-sgd" (learning_rate is then an SGD rate), "extragradient-adam".
     w_step: str = "adam"

@@ -68,9 +68,9 @@ class AdmmQuantConfig:
     Gidel et al. 2019). That is two forward and backward passes per step, and a step that looks ahead
     instead of overshooting. The trial step leaves the penalty out, as the paper's nearly does: its penalty
     gradient moves W' a fraction lr rho of the way from W to G - U, where this unit-step prox would move it
-    rho / (1 + rho) of the way, some 2,000 times more at rate 5e-4. (On the detector both versions diverge
-    alike, docs/benchmarks.md.) With SGD `learning_rate` is an SGD rate, not Adam's (the gradients of
-    convolutions before batch norm are small).
+    rho / (1 + rho) of the way, some 2,000 times more at rate 5e-4. Extra-gradient wants
+    `scale_relative_rate` (its default there) on a model with batch norm. With SGD `learning_rate` is an
+    SGD rate, not Adam's (the gradients of convolutions before batch norm are small).
     rho is multiplied by `rho_growth` every `rho_growth_every` G-steps, so W is held ever closer to the
     codebook. By default (`rho_growth=None`) the growth is chosen so that rho goes from `rho` to
     `rho_final` over the whole run, whatever its length: a fixed growth per G-step would clamp W to G after
@@ -105,8 +105,10 @@ class AdmmQuantConfig:
     # (Adam: lr * |W| / |W0|; SGD: lr * (|W| / |W0|)^2), in the W-steps and the code fine-tuning. The G-step's
     # projection is shorter than what it projects, so every prox step shrinks W a little; where batch norm
     # follows, nothing in the loss holds the scale up, and a fixed rate becomes an ever larger relative step
-    # (on the detector the median layer shrank to a quarter of its norm in 1,000 steps).
-    scale_relative_rate: bool = False
+    # (on the detector the median layer shrank to a quarter of its norm in 1,000 steps). Extra-gradient is
+    # stable only to half the relative step plain descent is, and diverged there; Adam did better with the
+    # growing step (docs/benchmarks.md). None (the default): on for the extra-gradient W-steps, off for Adam.
+    scale_relative_rate: bool | None = None
     progress_every: int = 10
 
     def __post_init__(self):
@@ -129,6 +131,8 @@ class AdmmQuantConfig:
                 raise ValueError(f"{name} must be positive and finite, got {value}")
         if self.w_step not in W_STEPS:
             raise ValueError(f"w_step is one of {W_STEPS}, got {self.w_step!r}")
+        if self.scale_relative_rate is None:
+            self.scale_relative_rate = self.w_step.startswith("extragradient")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.finetune_schedule not in LEARNING_RATE_SCHEDULES:

@@ -395,3 +395,10 @@ def test_scale_relative_rates_follow_each_layers_weight_norm(monkeypatch, w_step
     assert len(finetune_rates) == 3
     assert all(rate > 0 for rate in finetune_rates.values())
     assert max(abs(rate / config.finetune_learning_rate - 1) for rate in finetune_rates.values()) > 0.05
+
+
+def test_scale_relative_rates_default_on_for_extragradient_only():
+    assert AdmmQuantConfig(w_step="adam").scale_relative_rate is False
+    assert AdmmQuantConfig(w_step="extragradient-sgd").scale_relative_rate is True
+    assert AdmmQuantConfig(w_step="extragradient-adam").scale_relative_rate is True
+    assert AdmmQuantConfig(w_step="extragradient-adam", scale_relative_rate=False).scale_relative_rate is False
