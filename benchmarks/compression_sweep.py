@@ -186,6 +186,20 @@ EXPERIMENTS = {
     "ternary-scale-relative": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, scale_relative_rate=True
     ),
+    # Is it the size of the relative step? Fixed rates with twice the fine-tuning rate; relative rates four times.
+    "ternary-ftlr1e-3": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, finetune_learning_rate=1e-3
+    ),
+    "ternary-scale-relative-lr2e-3": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        scale_relative_rate=True,
+        learning_rate=2e-3,
+        finetune_learning_rate=2e-3,
+    ),
     "ternary-extragradient-adam-scale-relative": Experiment(
         "ternary",
         2400,
