@@ -305,6 +305,25 @@ EXPERIMENTS = {
 }
 
 
+def admm_settings(experiment: Experiment) -> dict:
+    """AdmmQuantConfig's arguments for every codebook an experiment runs, but the codebook and step counts."""
+    return dict(
+        learning_rate=experiment.learning_rate,
+        w_step=experiment.w_step,
+        momentum=experiment.momentum,
+        finetune_schedule=experiment.finetune_schedule,
+        finetune_learning_rate=experiment.finetune_learning_rate,
+        finetune_codes=experiment.finetune_codes,
+        scale_relative_rate=experiment.scale_relative_rate,
+        rho=experiment.rho,
+        rho_final=experiment.rho_final,
+        int8_layers=experiment.int8_layers,
+        layer_codebooks=dict.fromkeys(experiment.other_codebook[1], experiment.other_codebook[0])
+        if experiment.other_codebook
+        else {},
+    )
+
+
 def _append(path: Path, line: str) -> None:
     with open(path, "a") as file:  # one short write per line: O_APPEND keeps lines of several processes whole
         file.write(line + "\n")
@@ -433,21 +452,7 @@ def run_experiment(
         pruned = copy.deepcopy(model).cpu().eval()
         result["pruned_float_map50"] = evaluate_detector(pruned, frames)["overall"]["mAP50"]
         log(f"{name}: pruned float mAP@0.5 {result['pruned_float_map50']:.4f}")
-    settings = dict(
-        learning_rate=experiment.learning_rate,
-        w_step=experiment.w_step,
-        momentum=experiment.momentum,
-        finetune_schedule=experiment.finetune_schedule,
-        finetune_learning_rate=experiment.finetune_learning_rate,
-        finetune_codes=experiment.finetune_codes,
-        scale_relative_rate=experiment.scale_relative_rate,
-        rho=experiment.rho,
-        rho_final=experiment.rho_final,
-        int8_layers=experiment.int8_layers,
-        layer_codebooks=dict.fromkeys(experiment.other_codebook[1], experiment.other_codebook[0])
-        if experiment.other_codebook
-        else {},
-    )
+    settings = admm_settings(experiment)
     for codebook, admm_steps, finetune_steps in experiment.warm_start:
         warm = AdmmQuantConfig(codebook=codebook, admm_steps=admm_steps, finetune_steps=finetune_steps, **settings)
         quantize_(model, warm, data=data, loss_fn=loss_fn, progress=progress)
