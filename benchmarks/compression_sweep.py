@@ -209,6 +209,20 @@ EXPERIMENTS = {
         w_step="extragradient-adam",
         scale_relative_rate=True,
     ),
+    # The paper's own W-step, extra-gradient SGD, with rates that follow the weights' scale.
+    **{
+        f"ternary-extragradient-sgd-scale-relative-lr{rate}": Experiment(
+            "ternary",
+            2400,
+            600,
+            distillation_weight=1.0,
+            finetune_codes=True,
+            w_step="extragradient-sgd",
+            learning_rate=float(rate),
+            scale_relative_rate=True,
+        )
+        for rate in ("2e-3", "5e-3")
+    },
     # Diagnostics of the same divergence: rho held at its start (no growth), and training on other frames.
     "ternary-extragradient-adam-rho-fixed": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, w_step="extragradient-adam", rho_final=0.01
