@@ -97,6 +97,13 @@ class Experiment:
         warm_start = sum(admm + finetune for _, admm, finetune in self.warm_start)
         return pruning + warm_start + self.admm_steps + self.finetune_steps
 
+    @property
+    def pool_frames(self) -> int:
+        """Frames the pool needs for the quantization (warm starts included) to see each frame once, from
+        pool_offset on; pruning cycles the pool, as the benchmark's pruning row does."""
+        warm_start = sum(admm + finetune for _, admm, finetune in self.warm_start)
+        return self.pool_offset + (warm_start + self.admm_steps + self.finetune_steps) * self.batch_size
+
 
 # The detector's convolutions of the stride-16 stage, and the narrow ones (16 to 64 channels) before and after it
 # except the first and last layers, which stay int8 anyway.
@@ -512,7 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=Path, default=Path("benchmarks/scratch/frame-pool"), help="frame pool folder")
     parser.add_argument("--only", nargs="*", choices=sorted(EXPERIMENTS), help="experiments to run (default all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (smoke runs)")
-    parser.add_argument("--pool-frames", type=int, default=None, help="frames in the pool (default: longest run)")
+    parser.add_argument(
+        "--pool-frames", type=int, default=None, help="frames in the pool (default: what the longest run reads)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes rendering the pool")
     parser.add_argument(
         "--validation-frames", type=int, default=VALIDATION_FRAMES_PER_CONDITION, help="validation frames per condition"
@@ -535,8 +544,8 @@ def main(argv: list[str] | None = None) -> None:
             args.experiment, experiment, args.pool, args.device, args.out, log, threads, args.validation_frames
         )
         return
-    longest = max((e.admm_steps + e.finetune_steps) * e.batch_size // BATCH_SIZE for e in experiments.values())
-    prepare(args.out, args.pool, args.pool_frames or longest * BATCH_SIZE, args.workers, args.validation_frames, log)
+    frames = args.pool_frames or max(e.pool_frames for e in experiments.values())
+    prepare(args.out, args.pool, frames, args.workers, args.validation_frames, log)
     children = {}
     for name in experiments:
         command = [sys.executable, "-m", "benchmarks.compression_sweep", "--experiment", name, "--device", args.device]

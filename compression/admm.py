@@ -345,11 +345,8 @@ class _WStep:
         self.model, self.states, self.parameters, self.loss_fn = model, states, parameters, loss_fn
         self.config = config
         self.lookahead = config.w_step.startswith("extragradient")
-        # One group per quantized layer (its rate may follow its scale), then the float parts.
-        layer_weights = {id(state.module.weight) for state in states}
-        groups = [{"params": [state.module.weight]} for state in states]
-        rest = [p for p in parameters if id(p) not in layer_weights]
-        groups += [{"params": rest}] if rest else []
+        # One group per quantized layer, in the order of `states` (its rate may follow its scale).
+        groups = _parameter_groups(parameters, [(state.module.weight, {}) for state in states])
         if config.w_step == "extragradient-sgd":
             self.optimizer = torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum)
             self.rate_power = 2  # SGD's step on a scale-free weight is lr |g| with |g| ~ 1 / |W|
@@ -369,7 +366,7 @@ class _WStep:
     def _step(self, rho: float | None) -> None:
         """The optimizer's step on the loss, then (rho given) the penalty's proximal step."""
         if self.config.scale_relative_rate:
-            for group, state in zip(self.optimizer.param_groups, self.states, strict=False):
+            for group, state in zip(self.optimizer.param_groups[: len(self.states)], self.states, strict=True):
                 group["lr"] = self.config.learning_rate * state.norm_ratio() ** self.rate_power
         self.optimizer.step()
         if rho is not None:
@@ -419,9 +416,7 @@ def _finetune(
     if not parameters or config.finetune_steps == 0:
         return []
     rates = rates or {}
-    groups = [{"params": [p], "lr": rates[id(p)]} for p in parameters if id(p) in rates]
-    rest = [p for p in parameters if id(p) not in rates]
-    groups += [{"params": rest}] if rest else []
+    groups = _parameter_groups(parameters, [(p, {"lr": rates[id(p)]}) for p in parameters if id(p) in rates])
     optimizer = torch.optim.Adam(groups, lr=config.finetune_learning_rate)
     schedule = None
     if config.finetune_schedule == "cosine":
@@ -495,6 +490,15 @@ def _finetune_codes(
             state.dual.zero_()
             state.project()
             state.residuals.append(state.residual())
+
+
+def _parameter_groups(parameters: list[Tensor], own: list[tuple[Tensor, dict]]) -> list[dict]:
+    """Optimizer groups: one per parameter of `own`, in its order and with its options, then the rest of
+    `parameters` together with the optimizer's defaults."""
+    owned = {id(parameter) for parameter, _ in own}
+    groups = [{"params": [parameter], **options} for parameter, options in own]
+    rest = [parameter for parameter in parameters if id(parameter) not in owned]
+    return groups + ([{"params": rest}] if rest else [])
 
 
 def _mean_residual(states: list[_LayerState]) -> float:

@@ -27,3 +27,10 @@ def test_scaling_an_experiment_scales_its_warm_start_and_counts_it():
     assert (scaled.admm_steps, scaled.finetune_steps) == (120, 30)
     assert scaled.warm_start == (("pow2-4", 60, 15),)
     assert experiment.training_steps == 600 + 150 + 1200 + 300
+
+
+def test_the_pool_holds_every_frame_a_run_reads_from_its_offset_on():
+    replicate = Experiment("ternary", 1200, 300, warm_start=(("pow2-4", 600, 150),), pool_offset=16000)
+
+    assert replicate.pool_frames == 16000 + (600 + 150 + 1200 + 300) * 8
+    assert Experiment("ternary", 2400, 600, batch_size=16).pool_frames == 3000 * 16
