@@ -6,7 +6,9 @@ device runs, not of a float simulation. The rows: fp32 torch (the baseline, same
 ONNX Runtime's own post-training int8 quantization (``quantize_static``, QDQ, per-channel weights) as
 the peer; plain projection onto each codebook with data calibration but no ADMM; ADMM binary,
 ternary, {0, +-1, +-2} and {0, +-1, +-2, +-4}; ADMM mixed by width (ternary in layers of 128 or more
-output channels, {+-4} in the narrower ones); 90 % pruning then ADMM {+-4}; and data-free {+-4}
+output channels, {+-4} in the narrower ones); ADMM mixed by sensitivity (ternary, except the layers
+whose projection alone raises the loss most, {+-4} within 5 % of the weights); 90 % pruning then ADMM
+{+-4}; and data-free {+-4}
 (projection and batch-norm-statistics calibration only). The first and last layers keep int8 codes
 in every compressed row. Every training method distills from the fp32 detector, and after ADMM's hard
 assignment its fine-tuning moves the codes too (straight-through); pruning ranks weights globally by
@@ -51,6 +53,9 @@ PRUNING_LEARNING_RATE = 1e-3
 # Mixed precision by width (the platform's `ternary-mixed` preset): ternary where a layer has 128 or more
 # output channels, pow2-4 in the narrower ones, where the sweep found all of ternary's loss.
 MIXED_ROW = "ADMM ternary (128+ channels) + pow2-4 (narrower)"
+# Mixed precision by sensitivity (the platform's `ternary-sensitive` preset): ternary except the layers whose
+# projection alone raises the loss most, which take pow2-4 within 5 % of the weights (compression.sensitivity).
+SENSITIVE_ROW = "ADMM ternary + pow2-4 in the most sensitive 5 %"
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,14 @@ def _detector_rows(budget: Budget, log) -> tuple[list[dict], dict]:
             True,
         ),
         (
+            SENSITIVE_ROW,
+            CompressConfig(
+                replace(admm, codebook=Codebook.TERNARY, sensitive_codebook=Codebook.POW2_4),
+                distillation_weight=DISTILLATION_WEIGHT,
+            ),
+            True,
+        ),
+        (
             "90 % pruned + ADMM pow2-4",
             CompressConfig(
                 replace(admm, codebook=Codebook.POW2_4), pruning=pruning, distillation_weight=DISTILLATION_WEIGHT
@@ -373,6 +386,7 @@ def _target_lines(rows: list[dict]) -> list[str]:
     pruned = by_method["90 % pruned + ADMM pow2-4"]
     pruned_loss = loss_points("90 % pruned + ADMM pow2-4")
     mixed = by_method[MIXED_ROW]
+    sensitive = by_method[SENSITIVE_ROW]
 
     def ratio(method: str) -> float:
         return by_method[method]["compression_ratio"]
@@ -396,6 +410,8 @@ def _target_lines(rows: list[dict]) -> list[str]:
         f"- (no target) ternary in the wide layers, pow2-4 in the narrow ones: {mixed['compression_ratio']:.1f}x "
         f"losing {loss_points(MIXED_ROW):.2f} points (ADMM pow2-4: {ratio('ADMM pow2-4'):.1f}x, "
         f"ADMM ternary: {ratio('ADMM ternary'):.1f}x)",
+        f"- (no target) ternary but for the most sensitive layers (5 % of the weights) on pow2-4: "
+        f"{sensitive['compression_ratio']:.1f}x losing {loss_points(SENSITIVE_ROW):.2f} points",
     ]
 
 

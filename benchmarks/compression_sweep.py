@@ -117,6 +117,9 @@ NARROW_LAYERS = (
     *["heatmap_head.hidden.0", "box_head.hidden.0"],
 )
 
+STAGE4_LAYERS = ("stage4.0.0", "stage4.1.body.0.0", "stage4.1.body.1.0")
+HEAD_HIDDEN_LAYERS = ("heatmap_head.hidden.0", "box_head.hidden.0")
+
 # Extra-gradient SGD rates: Adam's 5e-4 per weight is an SGD rate of 0.02 to 0.4 for the 16- to 256-channel layers
 # of the detector and 0.002 to 0.008 for its first and last (their mean gradients over 8 batches); with
 # momentum 0.9 an SGD step is ten times its rate.
@@ -290,6 +293,19 @@ EXPERIMENTS = {
     ),
     "ternary-stage16-pow2-2-narrow": Experiment(
         "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, other_codebook=("pow2-2", NARROW_LAYERS)
+    ),
+    # Mixed precision by sensitivity: ternary everywhere but the layers whose projection alone costs the fp32
+    # detector most (the stride-4 stage, then the heads' hidden layers), which get pow2-4.
+    "ternary-stage4-pow2-4": Experiment(
+        "ternary", 2400, 600, distillation_weight=1.0, finetune_codes=True, other_codebook=("pow2-4", STAGE4_LAYERS)
+    ),
+    "ternary-stage4-heads-pow2-4": Experiment(
+        "ternary",
+        2400,
+        600,
+        distillation_weight=1.0,
+        finetune_codes=True,
+        other_codebook=("pow2-4", STAGE4_LAYERS + HEAD_HIDDEN_LAYERS),
     ),
     # Progressive quantization against replicates of plain ternary (pool_offset: other frames, same setting).
     **{

@@ -28,6 +28,7 @@ from compression.progress import (
     cycle_batches,
 )
 from compression.pruning import boundary_layers, squash_masks_, weight_layers, weight_mask
+from compression.sensitivity import layer_sensitivity, most_sensitive
 from model_store.ir import Codebook
 
 LEARNING_RATE_SCHEDULES = ("cosine", "constant")
@@ -57,7 +58,10 @@ class AdmmQuantConfig:
     write an output (found on the torch.fx graph), which keep int8 because low-bit codes hurt them most.
     With `narrow_codebook`, the layers with fewer than `wide_channels` output channels take it instead of
     `codebook` (mixed precision by width: ternary costs a wide layer nothing and a narrow one most of its
-    accuracy, docs/architecture.md).
+    accuracy, docs/architecture.md). With `sensitive_codebook` (and data), the layers whose projection onto
+    `codebook` alone raises the loss most take it instead, most sensitive first, as long as their weights fit
+    in `sensitive_fraction` of all the model's weights (mixed precision by sensitivity,
+    compression.sensitivity: measured on `sensitivity_batches` batches before ADMM starts).
     Each W-step is a step on the loss followed by the exact proximal step of the penalty,
     W := (W + rho (G - U)) / (1 + rho), which is stable for any rho and free of the weights' scale (a
     convolution followed by batch norm has an arbitrary one), unlike a penalty gradient that Adam would
@@ -84,6 +88,9 @@ class AdmmQuantConfig:
     int8_boundary_layers: bool = True
     narrow_codebook: Codebook | None = None
     wide_channels: int = 128
+    sensitive_codebook: Codebook | None = None
+    sensitive_fraction: float = 0.05
+    sensitivity_batches: int = 8
     admm_steps: int = 300
     steps_per_projection: int = 5
     rho: float = 0.01
@@ -116,13 +123,25 @@ class AdmmQuantConfig:
         self.layer_codebooks = {name: _codebook(value, name) for name, value in dict(self.layer_codebooks).items()}
         if self.narrow_codebook is not None:
             self.narrow_codebook = _codebook(self.narrow_codebook, "narrow_codebook")
+        if self.sensitive_codebook is not None:
+            self.sensitive_codebook = _codebook(self.sensitive_codebook, "sensitive_codebook")
+        if not (math.isfinite(self.sensitive_fraction) and 0 < self.sensitive_fraction <= 1):
+            raise ValueError(
+                f"sensitive_fraction is a fraction of the weights in (0, 1], got {self.sensitive_fraction}"
+            )
         if isinstance(self.int8_layers, str):
             raise ValueError(f"int8_layers is a tuple of layer names, got the string {self.int8_layers!r}")
         self.int8_layers = tuple(self.int8_layers)
         for name in ("admm_steps", "finetune_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative, got {getattr(self, name)}")
-        for name in ("steps_per_projection", "rho_growth_every", "progress_every", "wide_channels"):
+        for name in (
+            "steps_per_projection",
+            "rho_growth_every",
+            "progress_every",
+            "wide_channels",
+            "sensitivity_batches",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("rho", "rho_final", "learning_rate", "finetune_learning_rate"):
@@ -167,6 +186,14 @@ class AdmmQuantConfig:
 
         return {name: self.layer_codebooks.get(name, default(name)) for name in layers}
 
+    def sensitive_candidates(self, plan: dict[str, Codebook]) -> list[str]:
+        """The layers that `sensitive_codebook` may take: those on `codebook` that no rule named explicitly."""
+        return [
+            name
+            for name, codebook in plan.items()
+            if codebook is self.codebook and name not in self.layer_codebooks and name not in self.int8_layers
+        ]
+
 
 @dataclass
 class LayerQuantization:
@@ -185,6 +212,8 @@ class QuantizationReport:
     """What quantize_ did, per layer, with the task loss of every ADMM and fine-tuning step."""
 
     layers: list[LayerQuantization]
+    # With AdmmQuantConfig.sensitive_codebook: each candidate layer's loss increase when projected alone.
+    sensitivity: dict[str, float] = field(default_factory=dict)
     admm_loss_history: list[float] = field(default_factory=list)
     finetune_loss_history: list[float] = field(default_factory=list)
     data_free: bool = True
@@ -269,19 +298,40 @@ def quantize_(
     training = check_training_inputs(data, loss_fn)
     plan = config.layer_codebook_plan(model)
     layers = weight_layers(model)
-    pruned_binary = sorted(
-        name for name, codebook in plan.items() if codebook is Codebook.BINARY and weight_mask(layers[name]) is not None
-    )
+    candidates = config.sensitive_candidates(plan) if config.sensitive_codebook is not None else []
+    if candidates and not training:
+        raise ValueError(
+            "sensitive_codebook chooses layers by their loss, so it needs data and loss_fn; "
+            "without data use narrow_codebook or layer_codebooks"
+        )
+    may_be_binary = {name for name, codebook in plan.items() if codebook is Codebook.BINARY}
+    if config.sensitive_codebook is Codebook.BINARY:
+        may_be_binary.update(candidates)
+    pruned_binary = sorted(name for name in may_be_binary if weight_mask(layers[name]) is not None)
     if pruned_binary:
         raise ValueError(
-            f"layers {pruned_binary} are pruned but assigned the binary codebook, which has no zero code: "
+            f"layers {pruned_binary} are pruned but may get the binary codebook, which has no zero code: "
             "give them ternary or a wider codebook"
         )
     squash_masks_(model)
+    sensitivity = {}
+    if candidates:
+        sensitivity = layer_sensitivity(
+            model,
+            {name: (layers[name], plan[name], weight_mask(layers[name])) for name in candidates},
+            cycle_batches(data),
+            loss_fn,
+            config.sensitivity_batches,
+            progress,
+        )
+        sizes = {name: layers[name].weight.numel() for name in candidates}
+        budget = int(config.sensitive_fraction * sum(layer.weight.numel() for layer in layers.values()))
+        for name in most_sensitive(sensitivity, sizes, budget):
+            plan[name] = config.sensitive_codebook
     states = [_LayerState(name, layers[name], plan[name], weight_mask(layers[name])) for name in plan]
     for state in states:
         state.residuals.append(state.residual())
-    report = QuantizationReport([], data_free=not training)
+    report = QuantizationReport([], sensitivity=sensitivity, data_free=not training)
     was_training = model.training
     try:
         if training:
