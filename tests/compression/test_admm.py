@@ -222,6 +222,10 @@ def test_rho_reaches_rho_final_at_the_end_of_any_run_length():
         ({"narrow_codebook": "int3"}, "narrow_codebook: 'int3' is not a codebook"),
         ({"wide_channels": 0}, "wide_channels must be at least 1"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ({"sensitive_codebook": "int3"}, "sensitive_codebook: 'int3' is not a codebook"),
+        ({"sensitive_fraction": 0.0}, r"sensitive_fraction is a fraction of the weights in \(0, 1\]"),
+        ({"sensitive_fraction": 1.5}, r"sensitive_fraction is a fraction of the weights in \(0, 1\]"),
+        ({"sensitivity_batches": 0}, "sensitivity_batches must be at least 1"),
     ],
 )
 def test_config_rejects_what_cannot_run(arguments, message):
