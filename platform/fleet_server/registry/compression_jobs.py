@@ -252,6 +252,7 @@ def _compress_and_package(job: CompressionJob, reporter: ProgressReporter) -> Pa
     quantization = AdmmQuantConfig(
         codebook=preset.codebook,
         narrow_codebook=preset.narrow_codebook,
+        sensitive_codebook=preset.sensitive_codebook,
         admm_steps=config["admm_steps"] if preset.trains else 0,
         finetune_steps=config["finetune_steps"] if preset.trains else 0,
         learning_rate=config.get("learning_rate", AdmmQuantConfig.learning_rate),

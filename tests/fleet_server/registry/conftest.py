@@ -66,6 +66,10 @@ TINY = {
         "admm_steps": 3, "finetune_steps": 1, "batch_size": 1, "calibration_frames": 2,
         "eval_frames_per_condition": 0, "selftest_frames": 1,
     },
+    "ternary-sensitive": {
+        "admm_steps": 3, "finetune_steps": 1, "batch_size": 1, "calibration_frames": 2,
+        "eval_frames_per_condition": 0, "selftest_frames": 1,
+    },
     "3-bit-sparse": {
         "admm_steps": 2, "finetune_steps": 1, "pruning_steps": 2, "finetune_steps_per_pruning_step": 1,
         "batch_size": 1, "calibration_frames": 2, "eval_frames_per_condition": 0, "selftest_frames": 1,

@@ -86,6 +86,22 @@ def test_a_mixed_job_gives_wide_layers_ternary_and_narrow_ones_3_bit(model_versi
     assert job.package.compression_ratio > 14  # 3-bit alone packs this detector about 11x
 
 
+def test_a_sensitive_job_gives_3_bit_to_a_few_measured_layers_and_ternary_to_the_rest(model_version):
+    job = services.start_compression_job(model_version, "ternary-sensitive", TINY["ternary-sensitive"], enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    layers = job.report["layers"]
+    weights = {
+        codebook: sum(layer["weights"] for layer in layers if layer["codebook"] == codebook)
+        for codebook in {layer["codebook"] for layer in layers}
+    }
+    assert set(weights) == {"int8", "ternary", "pow2-4"}
+    assert 0 < weights["pow2-4"] <= 0.05 * sum(weights.values()) < weights["ternary"]
+    assert any("sensitivity" in line for line in job.log)
+    assert job.package.codebook == job.package.manifest["compression"]["codebook"] == "ternary+pow2-4"
+    assert job.package.compression_ratio > 17  # ternary alone packs this detector about 19x, 3-bit 11x
+
+
 def test_a_smaller_input_shape_gets_frames_resized_to_it(family, checkpoint_bytes):
     version = services.register_version(family, io.BytesIO(checkpoint_bytes), input_shape=(1, 3, 64, 96))
     config = {**TINY["int8"], "eval_frames_per_condition": 2}
