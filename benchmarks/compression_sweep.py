@@ -10,6 +10,14 @@ several experiments at once; on a CPU pick a few with --only (each gets CPUs / N
 ternary runs take about 10 minutes on 2 cores) or shrink them with --scale. Every result, with the fp32
 detector's score on the same frames, is appended to OUT/results.jsonl as it comes, every log line to
 OUT/log.txt.
+
+    python -m benchmarks.compression_sweep --out results/ --layer-sensitivity ternary
+
+instead measures how much the codebook costs each layer of the fp32 detector on its own: every layer that
+`compression` quantizes (all but the first and last) is projected alone, the others left in float, and
+scored on the validation frames (mAP@0.5 of the float model, no training) and on the training loss with
+distillation over 8 pool batches (`compression.sensitivity`, what `AdmmQuantConfig.sensitive_codebook`
+ranks by); rows go to OUT/sensitivity.jsonl.
 """
 
 import argparse
@@ -361,6 +369,69 @@ def admm_settings(experiment: Experiment) -> dict:
     )
 
 
+def layer_sensitivity_table(codebook: str, pool: Path, out: Path, validation_per_condition: int, log) -> list[dict]:
+    """Each quantized layer of the fp32 detector projected onto `codebook` alone: its validation mAP@0.5
+    and its loss increase (see the module docstring), one row per layer, most costly (by mAP) first."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from benchmarks.compression import DISTILLATION_WEIGHT, _detector_loss
+    from benchmarks.frame_pool import PoolDataset
+    from compression.admm import AdmmQuantConfig
+    from compression.codebooks import dequantize, project
+    from compression.distillation import frozen_teacher, with_distillation
+    from compression.progress import cycle_batches
+    from compression.pruning import weight_layers
+    from compression.sensitivity import layer_sensitivity
+    from smartpark.detector import load_detector
+    from smartpark.evaluate import evaluate_detector
+
+    extras = pickle.loads(_extras_path(pool, validation_per_condition).read_bytes())  # noqa: S301 (our pool)
+    validation = extras["validation"]
+    model = load_detector().to(memory_format=torch.channels_last)
+    config = AdmmQuantConfig(codebook=codebook)
+    plan = config.layer_codebook_plan(model)
+    layers = weight_layers(model)
+    names = config.sensitive_candidates(plan)
+    loss_fn = with_distillation(_detector_loss, frozen_teacher(copy.deepcopy(model)), DISTILLATION_WEIGHT)
+    batches = cycle_batches(DataLoader(PoolDataset(pool), batch_size=BATCH_SIZE, shuffle=False))
+    loss_increase = layer_sensitivity(
+        model, {name: (layers[name], plan[name], None) for name in names}, batches, loss_fn, config.sensitivity_batches
+    )
+    fp32 = evaluate_detector(model, validation)["overall"]["mAP50"]
+    rows = []
+    for name in names:
+        weight = layers[name].weight.data
+        original = weight.clone()
+        codes, alpha = project(original, plan[name])
+        weight.copy_(dequantize(codes, alpha).to(weight.dtype))
+        map50 = evaluate_detector(model, validation)["overall"]["mAP50"]
+        weight.copy_(original)
+        row = {"layer": name, "codebook": codebook, "weights": original.numel(), "fp32_validation_map50": fp32}
+        row |= {
+            "validation_map50": map50,
+            "map50_points_lost": 100 * (fp32 - map50),
+            "loss_increase": loss_increase[name],
+        }
+        rows.append(row)
+        _append(out / "sensitivity.jsonl", json.dumps(row))
+        log(
+            f"{name}: {row['weights']} weights, {row['map50_points_lost']:+.1f} points, loss +{loss_increase[name]:.3f}"
+        )
+    return sorted(rows, key=lambda row: row["map50_points_lost"], reverse=True)
+
+
+def _pool_size(pool: Path) -> int:
+    """Frames of the complete pool of the training seed at `pool`, or 0."""
+    from benchmarks.frame_pool import COMPLETE
+
+    try:
+        marker = json.loads((pool / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return 0
+    return marker["frames"] if marker.get("seed") == TRAINING_SEED else 0
+
+
 def _append(path: Path, line: str) -> None:
     with open(path, "a") as file:  # one short write per line: O_APPEND keeps lines of several processes whole
         file.write(line + "\n")
@@ -543,6 +614,11 @@ def main(argv: list[str] | None = None) -> None:
         "--validation-frames", type=int, default=VALIDATION_FRAMES_PER_CONDITION, help="validation frames per condition"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per experiment (default: CPUs / runs)")
+    parser.add_argument(
+        "--layer-sensitivity",
+        metavar="CODEBOOK",
+        help="instead of experiments: what CODEBOOK costs each layer of the fp32 detector alone (no training)",
+    )
     parser.add_argument("--experiment", help=argparse.SUPPRESS)  # a child process runs this one experiment
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -552,6 +628,12 @@ def main(argv: list[str] | None = None) -> None:
         print(line, flush=True)
         _append(args.out / "log.txt", line)
 
+    if args.layer_sensitivity:
+        # The loss needs 8 batches: any pool already there will do (asking for another size would render it anew).
+        frames = args.pool_frames or max(_pool_size(args.pool), 8 * BATCH_SIZE)
+        prepare(args.out, args.pool, frames, args.workers, args.validation_frames, log)
+        layer_sensitivity_table(args.layer_sensitivity, args.pool, args.out, args.validation_frames, log)
+        return
     experiments = {name: EXPERIMENTS[name].scaled(args.scale) for name in (args.only or EXPERIMENTS)}
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(experiments))
     if args.experiment:
