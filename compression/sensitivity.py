@@ -6,8 +6,8 @@ measure of HAWQ-style mixed-precision tools, taken directly instead of through t
 sensitive layers then take a wider codebook as long as their weights fit a budget, a small fraction of
 the model's. On the smart-park detector ternary costs the stride-16 stage nothing and the layers next to
 the first and last ones (the stride-4 stage, the heads' hidden convolutions) most: a ternary model with
-those 4 % of its weights on {0, +-1, +-2, +-4} loses half of pure ternary's mAP at 2 % more bytes
-(docs/benchmarks.md).
+those layers (under 5 % of its weights) on {0, +-1, +-2, +-4} loses about half of pure ternary's mAP at
+3 % more bytes (docs/benchmarks.md, seventh round).
 """
 
 import itertools
