@@ -26,6 +26,9 @@ class LayerReport:
     weights: int
     sparsity: float  # fraction of zero codes
     packed_bytes: float  # this layer's share of the payload: codes, per-channel scales and biases
+    # With mixed precision by sensitivity: how much the loss rose with this layer alone projected onto the
+    # main codebook (compression.sensitivity); None where it was not measured.
+    sensitivity: float | None = None
 
 
 @dataclass
@@ -95,6 +98,10 @@ def build_report(
     timings: dict[str, float] | None = None,
 ) -> CompressionReport:
     sizes = packed_sizes(integer_model)
+    # The IR names a layer by its torch.fx node: the module path with "_" for ".".
+    sensitivity = {
+        name.replace(".", "_"): value for name, value in (quantization.sensitivity if quantization else {}).items()
+    }
     layers = [
         LayerReport(
             name=layer.name,
@@ -103,6 +110,7 @@ def build_report(
             weights=int(layer.codes.size),
             sparsity=float(np.mean(layer.codes == 0)),
             packed_bytes=sizes[layer.name],
+            sensitivity=sensitivity.get(layer.name),
         )
         for layer in integer_model.layers
         if isinstance(layer, ir.Conv2d)

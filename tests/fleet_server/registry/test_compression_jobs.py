@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from django.db import connections
 
+from compression.sensitivity import most_sensitive
 from fleet_server.registry import services
 from fleet_server.registry.compression_jobs import RUNTIMES, run_job
 from fleet_server.registry.models import CompressionJob, JobStatus, Package
@@ -97,6 +98,15 @@ def test_a_sensitive_job_gives_3_bit_to_a_few_measured_layers_and_ternary_to_the
     }
     assert set(weights) == {"int8", "ternary", "pow2-4"}
     assert 0 < weights["pow2-4"] <= 0.05 * sum(weights.values()) < weights["ternary"]
+    # Each candidate's measured loss increase is in the report; the int8 first and last layers were no candidates.
+    measured = {layer["name"]: layer["sensitivity"] for layer in layers if layer["codebook"] != "int8"}
+    assert all(value is not None for value in measured.values())
+    assert all(layer["sensitivity"] is None for layer in layers if layer["codebook"] == "int8")
+    # and the pow2-4 layers are the ones those measurements choose within 5 % of the weights.
+    sizes = {layer["name"]: layer["weights"] for layer in layers}
+    budget = int(0.05 * sum(sizes.values()))
+    chosen = {layer["name"] for layer in layers if layer["codebook"] == "pow2-4"}
+    assert chosen == set(most_sensitive(measured, sizes, budget))
     assert any("sensitivity" in line for line in job.log)
     assert job.package.codebook == job.package.manifest["compression"]["codebook"] == "ternary+pow2-4"
     assert job.package.compression_ratio > 17  # ternary alone packs this detector about 19x, 3-bit 11x

@@ -174,6 +174,22 @@ def test_the_report_page_has_the_layer_table_and_chart_data(viewer_web, finished
     assert data["family"][0]["ratio"] == round(package.compression_ratio, 2)
 
 
+def test_a_sensitivity_package_shows_what_each_layer_cost_alone(viewer_web, finished_job, model_version):
+    job = services.start_compression_job(model_version, "ternary-sensitive", TINY["ternary-sensitive"], enqueue=False)
+    assert run_job(job.pk) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+
+    page = viewer_web.get(f"/models/packages/{job.package.pk}/").content.decode()
+
+    assert "Loss increase alone" in page
+    assert page.count('data-testid="layer-sensitivity"') == len(job.report["layers"])
+    first = job.report["layers"][1]  # the stem (layer 0) is int8, no candidate; the next one was measured
+    assert f"{first['sensitivity']:.3f}" in page
+    # a package without the measurement has no such column
+    plain = viewer_web.get(f"/models/packages/{finished_job.package.pk}/").content.decode()
+    assert "Loss increase alone" not in plain
+
+
 @pytest.mark.parametrize("model", ["modelfamily", "modelversion", "compressionjob", "package"])
 def test_the_admin_lists_registry_rows_read_only(finished_job, model):
     admin = Client()

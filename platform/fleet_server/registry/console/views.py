@@ -211,6 +211,7 @@ class PackageReportView(ViewerRequiredMixin, DetailView):
         siblings = package.family.packages.select_related("job").order_by("version")
         context["report"] = report
         context["layers"] = report.get("layers", [])
+        context["measured_sensitivity"] = any(layer.get("sensitivity") is not None for layer in context["layers"])
         context["chart_data"] = {
             "layers": {
                 "names": [layer["name"] for layer in report.get("layers", [])],
