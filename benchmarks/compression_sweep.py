@@ -390,11 +390,10 @@ def layer_sensitivity_table(codebook: str, pool: Path, out: Path, validation_per
     from benchmarks.compression import DISTILLATION_WEIGHT, _detector_loss
     from benchmarks.frame_pool import PoolDataset
     from compression.admm import AdmmQuantConfig
-    from compression.codebooks import dequantize, project
     from compression.distillation import frozen_teacher, with_distillation
     from compression.progress import cycle_batches
     from compression.pruning import weight_layers
-    from compression.sensitivity import layer_sensitivity
+    from compression.sensitivity import layer_sensitivity, projected_alone
     from smartpark.detector import load_detector
     from smartpark.evaluate import evaluate_detector
 
@@ -413,13 +412,14 @@ def layer_sensitivity_table(codebook: str, pool: Path, out: Path, validation_per
     fp32 = evaluate_detector(model, validation)["overall"]["mAP50"]
     rows = []
     for name in names:
-        weight = layers[name].weight.data
-        original = weight.clone()
-        codes, alpha = project(original, plan[name])
-        weight.copy_(dequantize(codes, alpha).to(weight.dtype))
-        map50 = evaluate_detector(model, validation)["overall"]["mAP50"]
-        weight.copy_(original)
-        row = {"layer": name, "codebook": codebook, "weights": original.numel(), "fp32_validation_map50": fp32}
+        with projected_alone(layers[name], plan[name]):
+            map50 = evaluate_detector(model, validation)["overall"]["mAP50"]
+        row = {
+            "layer": name,
+            "codebook": codebook,
+            "weights": layers[name].weight.numel(),
+            "fp32_validation_map50": fp32,
+        }
         row |= {
             "validation_map50": map50,
             "map50_points_lost": 100 * (fp32 - map50),

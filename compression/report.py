@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from compression.admm import QuantizationReport
+from compression.fold import trace_layers
 from compression.pruning import PruningReport
 from model_store import ir
 from model_store.serialization import packed_sizes, to_bytes
@@ -98,10 +99,11 @@ def build_report(
     timings: dict[str, float] | None = None,
 ) -> CompressionReport:
     sizes = packed_sizes(integer_model)
-    # The IR names a layer by its torch.fx node: the module path with "_" for ".".
-    sensitivity = {
-        name.replace(".", "_"): value for name, value in (quantization.sensitivity if quantization else {}).items()
-    }
+    sensitivity = {}
+    if quantization is not None and quantization.sensitivity:
+        # The IR names a layer after its node in the lowering's fx graph; the measurement, after its module.
+        ir_names = {node.target: node.name for node in trace_layers(original).graph.nodes if node.op == "call_module"}
+        sensitivity = {ir_names[module]: value for module, value in quantization.sensitivity.items()}
     layers = [
         LayerReport(
             name=layer.name,

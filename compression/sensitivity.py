@@ -12,6 +12,7 @@ those layers (under 5 % of its weights) on {0, +-1, +-2, +-4} loses about half o
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,20 @@ from torch import Tensor, nn
 from compression.codebooks import dequantize, project
 from compression.progress import LossFunction, Progress, ProgressCallback, check_loss
 from model_store.ir import Codebook
+
+
+@contextmanager
+def projected_alone(module: nn.Module, codebook: Codebook, mask: Tensor | None = None):
+    """Within the block the layer computes with its weight projected onto `codebook` (respecting `mask`);
+    afterwards, even after an error, it has its own weight back. The weight must be a plain parameter."""
+    weight = module.weight.data
+    original = weight.clone()
+    codes, alpha = project(original, codebook, mask)
+    weight.copy_(dequantize(codes, alpha).to(weight.dtype))
+    try:
+        yield
+    finally:
+        weight.copy_(original)
 
 
 @torch.no_grad()
@@ -55,14 +70,8 @@ def layer_sensitivity(
         reference = mean_loss()
         sensitivity = {}
         for done, (name, (module, codebook, mask)) in enumerate(layers.items(), start=1):
-            weight = module.weight.data
-            original = weight.clone()
-            codes, alpha = project(original, codebook, mask)
-            weight.copy_(dequantize(codes, alpha).to(weight.dtype))
-            try:
+            with projected_alone(module, codebook, mask):
                 sensitivity[name] = mean_loss() - reference
-            finally:
-                weight.copy_(original)
             if progress is not None:
                 progress(Progress("sensitivity", done, len(layers), reference + sensitivity[name]))
         return sensitivity

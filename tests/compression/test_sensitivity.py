@@ -5,6 +5,7 @@ import torch
 
 from compression.admm import AdmmQuantConfig, quantize_, weight_quantization
 from compression.codebooks import dequantize, project
+from compression.pipeline import CompressConfig, compress
 from compression.progress import cycle_batches
 from compression.pruning import squash_masks_, weight_layers
 from compression.sensitivity import layer_sensitivity, most_sensitive
@@ -133,3 +134,42 @@ def test_a_pruned_layer_cannot_be_offered_the_binary_codebook():
     with pytest.raises(ValueError, match=r"\['3'\] are pruned but may get the binary codebook"):
         quantize_(model, AdmmQuantConfig(codebook="ternary", sensitive_codebook="binary"), batches, loss_fn)
     assert weight_quantization(model[3]) is None
+
+
+class CamelCaseNet(torch.nn.Module):
+    """Attribute names that torch.fx rewrites (CamelCase to snake_case) in the node names the IR takes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.Stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.midBlock = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.headOut = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.headOut(self.midBlock(self.Stem(x)))
+
+
+def test_the_compression_report_carries_each_layers_sensitivity_under_its_ir_name():
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(32, 3, 8, 8, generator=generator)
+    targets = torch.randn(32, 4, 8, 8, generator=generator)
+    batches = [(inputs[i : i + 8], targets[i : i + 8]) for i in range(0, 32, 8)]
+    config = CompressConfig(
+        AdmmQuantConfig(codebook="ternary", sensitive_codebook="pow2-4", admm_steps=2, finetune_steps=1),
+        input_shape=(1, 3, 8, 8),
+    )
+
+    result = compress(
+        CamelCaseNet(),
+        config,
+        data=batches,
+        loss_fn=lambda model, batch: ((model(batch[0]) - batch[1]) ** 2).mean(),
+        calibration=[images for images, _ in batches],
+    )
+
+    by_name = {layer.name: layer for layer in result.report.layers}
+    # the first and last layers stay int8 and were no candidates; the middle one was measured
+    assert by_name["stem_0"].sensitivity is None and by_name["head_out"].sensitivity is None
+    measured = by_name["mid_block_0"].sensitivity
+    assert measured is not None and measured > 0
