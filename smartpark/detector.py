@@ -131,6 +131,37 @@ class CenterNetDetector(nn.Module):
         return heatmap_logits, log_size, center_offset
 
 
+def widen(model: CenterNetDetector, config: DetectorConfig) -> CenterNetDetector:
+    """A wider detector that computes exactly what `model` does, for training on from `model`'s weights.
+
+    Every tensor of `model` lands in the leading slice of the wider one; the new channels keep a fresh
+    initialization, and every convolution's weights from a new input channel start at zero (Net2Net's
+    function-preserving widening, Chen et al. 2016, with zero instead of replicated outgoing weights: no
+    symmetry to break). The new channels' activations are then read by nothing until training grows those
+    weights. `config` must match `model`'s depths and classes and be at least as wide everywhere.
+    """
+    old = model.config
+    widths = ("stem_channels", "stage_channels", "neck_channels", "head_channels")
+    if (config.stage_blocks, config.num_classes) != (old.stage_blocks, old.num_classes):
+        raise ValueError("widen changes widths only: stage_blocks and num_classes must match the model's")
+    narrower = [name for name in widths if np.any(np.asarray(getattr(config, name)) < np.asarray(getattr(old, name)))]
+    if narrower:
+        raise ValueError(f"widen cannot narrow a detector: {narrower} smaller than the model's")
+    wide = CenterNetDetector(config)
+    state = wide.state_dict()
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            target = state[key]
+            if value.ndim == 0:
+                target.copy_(value)
+                continue
+            if value.ndim == 4:  # a convolution (out, in, kh, kw): silence the new inputs
+                target[:, value.shape[1] :] = 0
+            target[tuple(slice(0, n) for n in value.shape)] = value
+    wide.load_state_dict(state)
+    return wide.train(model.training)
+
+
 # The activations a compressed detector matches to its float teacher (feature distillation,
 # compression.distillation): each backbone stage, both neck levels and the heads' hidden layers, so every
 # group of low-bit layers has a target close by instead of only the outputs far downstream.
@@ -233,7 +264,11 @@ def load_detector(path: Path | str | None = None) -> CenterNetDetector:
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no detector checkpoint at {path}: train one with `python -m smartpark.train`")
-    checkpoint = load_checkpoint(path)
+    return detector_from_checkpoint(load_checkpoint(path))
+
+
+def detector_from_checkpoint(checkpoint: Checkpoint) -> CenterNetDetector:
+    """The detector a loaded checkpoint holds, in fp32 and eval mode."""
     model = CenterNetDetector(checkpoint.config)
     model.load_state_dict(
         {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.state_dict.items()}

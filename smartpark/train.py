@@ -16,7 +16,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from smartpark.decode import OUTPUT_STRIDE, encode_targets
-from smartpark.detector import DEFAULT_CHECKPOINT, CenterNetDetector, DetectorConfig, count_macs, save_checkpoint
+from smartpark.detector import (
+    DEFAULT_CHECKPOINT,
+    CenterNetDetector,
+    Checkpoint,
+    DetectorConfig,
+    count_macs,
+    detector_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    widen,
+)
 
 # Seeds of training frames: seed * SEEDS_PER_RUN + index, all far below the held-out seeds.
 SEEDS_PER_RUN = 10_000_000
@@ -184,12 +194,22 @@ def train(
     dataset: Dataset | None = None,
     log=print,
     command: str | None = None,
+    initial: Checkpoint | None = None,
 ) -> tuple[CenterNetDetector, dict]:
-    """Train a detector; write it to `out` (unless None) with a JSON record beside it. Returns (model, record)."""
+    """Train a detector; write it to `out` (unless None) with a JSON record beside it. Returns (model, record).
+
+    With `initial` (a loaded checkpoint), training goes on from its weights instead of a fresh
+    initialization, widened to `detector_config` where that is wider (`smartpark.detector.widen`: the
+    same function to start with); the record keeps the initial checkpoint's own record.
+    """
     started = time.time()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
-    model = CenterNetDetector(detector_config).to(memory_format=torch.channels_last)
+    if initial is None:
+        model = CenterNetDetector(detector_config)
+    else:
+        model = widen(detector_from_checkpoint(initial), detector_config or initial.config)
+    model = model.to(memory_format=torch.channels_last)
     model.train()
     dataset = dataset if dataset is not None else SceneTargets(config.seed, config.steps * config.batch_size)
     loader = DataLoader(
@@ -281,6 +301,9 @@ def train(
         },
         "command": command,
     }
+    if initial is not None:
+        # What the run started from: that checkpoint's own record, its training included.
+        record["initialized_from"] = initial.metadata or {"architecture": asdict(initial.config)}
     if out is not None:
         out = Path(out)
         save_checkpoint(model, out, metadata=record)
@@ -302,6 +325,17 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    """ "48,64,128" -> (48, 64, 128), for the width options."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel counts, got {text!r}") from None
+    if any(width < 1 for width in widths):
+        raise argparse.ArgumentTypeError(f"channel counts must be positive, got {text!r}")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -315,8 +349,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-bf16", action="store_true", help="train in fp32 even on a CPU with native bfloat16 (AVX512-BF16, AMX)"
     )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="train on from this checkpoint's weights (widened to the widths below where they are wider)",
+    )
+    default = DetectorConfig()
+    parser.add_argument(
+        "--stage-channels",
+        type=_channels,
+        help="widths of the stride-4, -8 and -16 stages, comma-separated (default: --init's, else "
+        + ",".join(map(str, default.stage_channels))
+        + ")",
+    )
+    parser.add_argument(
+        "--neck-channels",
+        type=_channels,
+        help="widths of the stride-4 and -8 levels of the top-down path (default: --init's, else "
+        + ",".join(map(str, default.neck_channels))
+        + ")",
+    )
+    parser.add_argument(
+        "--head-channels",
+        type=int,
+        help=f"width of the heads' hidden layers (default: --init's, else {default.head_channels})",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     args = parser.parse_args(argv)
+    initial = None
+    if args.init is not None:
+        if not args.init.exists():
+            parser.error(f"--init: no checkpoint at {args.init}")
+        initial = load_checkpoint(args.init)
+    base = initial.config if initial is not None else default
+    widths = {
+        "stage_channels": args.stage_channels,
+        "neck_channels": args.neck_channels,
+        "head_channels": args.head_channels,
+    }
+    try:
+        detector_config = replace(base, **{name: value for name, value in widths.items() if value is not None})
+        if initial is not None:
+            # Refuse a narrower or deeper config now, not after the data loader has started.
+            widen(detector_from_checkpoint(initial), detector_config)
+    except ValueError as error:
+        parser.error(str(error))
     config = TrainConfig(
         seed=args.seed,
         steps=args.steps,
@@ -328,7 +406,14 @@ def main(argv: list[str] | None = None) -> None:
         bf16=cpu_has_native_bf16() and not args.no_bf16,
     )
     command = shlex.join(["python", "-m", "smartpark.train", *(sys.argv[1:] if argv is None else argv)])
-    train(config, out=args.out, log=lambda line: print(line, flush=True), command=command)
+    train(
+        config,
+        detector_config,
+        out=args.out,
+        log=lambda line: print(line, flush=True),
+        command=command,
+        initial=initial,
+    )
 
 
 if __name__ == "__main__":

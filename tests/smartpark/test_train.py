@@ -1,14 +1,28 @@
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 
 from smartpark.decode import encode_targets
-from smartpark.detector import CenterNetDetector, DetectorConfig, load_detector
-from smartpark.train import SceneTargets, TrainConfig, centernet_distillation_loss, centernet_loss, train
+from smartpark.detector import (
+    CenterNetDetector,
+    DetectorConfig,
+    count_parameters,
+    load_checkpoint,
+    load_detector,
+    widen,
+)
+from smartpark.train import (
+    SceneTargets,
+    TrainConfig,
+    centernet_distillation_loss,
+    centernet_loss,
+    main,
+    train,
+)
 
 # A narrow network keeps these tests fast; the code paths are the same as the shipped one's.
 TINY = DetectorConfig(
@@ -122,3 +136,73 @@ def test_centernet_distillation_counts_the_gaps_decoding_reads_and_ignores_the_b
         0.5 * math.exp(4) / (1 + math.exp(4)), rel=0.01
     )
     assert centernet_distillation_loss(missed, teacher).item() > 0.5
+
+
+WIDER = DetectorConfig(
+    stem_channels=8, stage_channels=(12, 16, 24), stage_blocks=(1, 1, 1), neck_channels=(12, 16), head_channels=12
+)
+
+
+def _trained_tiny_checkpoint(path):
+    """A TINY detector trained two steps (batch norm statistics moved off their defaults), saved at `path`."""
+    torch.manual_seed(1)
+    train(TrainConfig(steps=2, **FAST), TINY, out=path, log=lambda _line: None)
+    return load_detector(path)
+
+
+def test_widen_computes_exactly_what_the_narrow_detector_did(tmp_path):
+    narrow = _trained_tiny_checkpoint(tmp_path / "narrow.pt")
+
+    wide = widen(narrow, WIDER).eval()
+
+    assert wide.config == WIDER and count_parameters(wide) > count_parameters(narrow)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        for expected, got in zip(narrow(x), wide(x), strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    # the new channels compute something (fresh weights); only what reads them starts at zero
+    assert wide.stage4[0][0].weight[8:].abs().sum() > 0
+    assert wide.stage8[0][0].weight[:, 8:].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stage_channels": (4, 16, 16)}, "cannot narrow"),
+        ({"head_channels": 4}, "cannot narrow"),
+        ({"stage_blocks": (1, 2, 1)}, "widths only"),
+    ],
+)
+def test_widen_refuses_anything_but_a_wider_detector(change, message):
+    with pytest.raises(ValueError, match=message):
+        widen(CenterNetDetector(TINY), replace(TINY, **change))
+
+
+def test_training_goes_on_from_a_checkpoint_widened(tmp_path):
+    narrow = _trained_tiny_checkpoint(tmp_path / "narrow.pt")
+    start = widen(narrow, WIDER).state_dict()
+
+    model, record = train(
+        TrainConfig(steps=2, **FAST),
+        WIDER,
+        out=tmp_path / "wide.pt",
+        log=lambda _line: None,
+        initial=load_checkpoint(tmp_path / "narrow.pt"),
+    )
+
+    # it started from the narrow weights (the untouched layers' weights moved by two Adam steps at most)
+    step = 2 * TrainConfig().learning_rate * 1.01
+    torch.testing.assert_close(model.stem[0].weight, start["stem.0.weight"], rtol=0, atol=step)
+    assert list(record["architecture"]["stage_channels"]) == [12, 16, 24]
+    assert list(record["initialized_from"]["architecture"]["stage_channels"]) == [8, 16, 16]
+    assert record["initialized_from"]["steps"] == 2
+
+
+def test_the_command_line_refuses_to_narrow_a_checkpoint(tmp_path, capsys):
+    _trained_tiny_checkpoint(tmp_path / "narrow.pt")
+
+    with pytest.raises(SystemExit):
+        main(["--init", str(tmp_path / "narrow.pt"), "--head-channels", "4", "--out", str(tmp_path / "x.pt")])
+
+    assert "cannot narrow" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
