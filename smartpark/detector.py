@@ -140,26 +140,28 @@ def widen(model: CenterNetDetector, config: DetectorConfig) -> CenterNetDetector
     symmetry to break). The new channels' activations are then read by nothing until training grows those
     weights. `config` must match `model`'s depths and classes and be at least as wide everywhere.
     """
-    old = model.config
-    widths = ("stem_channels", "stage_channels", "neck_channels", "head_channels")
-    if (config.stage_blocks, config.num_classes) != (old.stage_blocks, old.num_classes):
-        raise ValueError("widen changes widths only: stage_blocks and num_classes must match the model's")
-    narrower = [name for name in widths if np.any(np.asarray(getattr(config, name)) < np.asarray(getattr(old, name)))]
-    if narrower:
-        raise ValueError(f"widen cannot narrow a detector: {narrower} smaller than the model's")
+    check_widening(model.config, config)
     wide = CenterNetDetector(config)
     state = wide.state_dict()
     with torch.no_grad():
         for key, value in model.state_dict().items():
             target = state[key]
-            if value.ndim == 0:
-                target.copy_(value)
-                continue
             if value.ndim == 4:  # a convolution (out, in, kh, kw): silence the new inputs
                 target[:, value.shape[1] :] = 0
             target[tuple(slice(0, n) for n in value.shape)] = value
     wide.load_state_dict(state)
     return wide.train(model.training)
+
+
+def check_widening(old: DetectorConfig, new: DetectorConfig) -> None:
+    """Raise ValueError unless `widen` can take a detector of `old` to `new`: same depths and classes, no
+    width smaller."""
+    if (new.stage_blocks, new.num_classes) != (old.stage_blocks, old.num_classes):
+        raise ValueError("widen changes widths only: stage_blocks and num_classes must match the model's")
+    widths = ("stem_channels", "stage_channels", "neck_channels", "head_channels")
+    narrower = [name for name in widths if np.any(np.asarray(getattr(new, name)) < np.asarray(getattr(old, name)))]
+    if narrower:
+        raise ValueError(f"widen cannot narrow a detector: {narrower} smaller than the model's")
 
 
 # The activations a compressed detector matches to its float teacher (feature distillation,

@@ -30,6 +30,7 @@ from smartpark.detector import (
     CenterNetDetector,
     Checkpoint,
     DetectorConfig,
+    check_widening,
     count_macs,
     detector_from_checkpoint,
     load_checkpoint,
@@ -326,7 +327,7 @@ def _cpu_name() -> str:
 
 
 def _channels(text: str) -> tuple[int, ...]:
-    """ "48,64,128" -> (48, 64, 128), for the width options."""
+    """Parse a width option: "48,64,128" gives (48, 64, 128)."""
     try:
         widths = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -356,20 +357,14 @@ def main(argv: list[str] | None = None) -> None:
         help="train on from this checkpoint's weights (widened to the widths below where they are wider)",
     )
     default = DetectorConfig()
-    parser.add_argument(
-        "--stage-channels",
-        type=_channels,
-        help="widths of the stride-4, -8 and -16 stages, comma-separated (default: --init's, else "
-        + ",".join(map(str, default.stage_channels))
-        + ")",
-    )
-    parser.add_argument(
-        "--neck-channels",
-        type=_channels,
-        help="widths of the stride-4 and -8 levels of the top-down path (default: --init's, else "
-        + ",".join(map(str, default.neck_channels))
-        + ")",
-    )
+    for option, widths, what in (
+        ("--stage-channels", default.stage_channels, "the stride-4, -8 and -16 stages"),
+        ("--neck-channels", default.neck_channels, "the stride-4 and -8 levels of the top-down path"),
+    ):
+        shipped = ",".join(map(str, widths))
+        parser.add_argument(
+            option, type=_channels, help=f"widths of {what}, comma-separated (default: --init's, else {shipped})"
+        )
     parser.add_argument(
         "--head-channels",
         type=int,
@@ -392,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         detector_config = replace(base, **{name: value for name, value in widths.items() if value is not None})
         if initial is not None:
             # Refuse a narrower or deeper config now, not after the data loader has started.
-            widen(detector_from_checkpoint(initial), detector_config)
+            check_widening(initial.config, detector_config)
     except ValueError as error:
         parser.error(str(error))
     config = TrainConfig(
